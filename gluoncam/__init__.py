@@ -1,0 +1,12 @@
+"""gluoncam: see why an MXNet Gluon CNN decided what it decided."""
+from . import maps, models
+from .explainer import Backprop, Explainer
+from .layers import named_blocks
+from .maps import grad_cam, guided_grad_cam, saliency
+from .nn import Activation, Conv2D, Dense, convert
+from .visualize import visualize
+
+__version__ = '0.1.0'
+
+__all__ = ['Activation', 'Backprop', 'Conv2D', 'Dense', 'Explainer', 'convert', 'grad_cam', 'guided_grad_cam',
+           'maps', 'models', 'named_blocks', 'saliency', 'visualize']

@@ -1,0 +1,215 @@
+"""The explainer: one recorded forward pass of a network, and the backward sweeps every map is made from."""
+import threading
+import warnings
+import weakref
+from typing import Dict, Optional, Sequence, Tuple
+
+from mxnet import autograd
+from mxnet.gluon import Block, HybridBlock
+from mxnet.ndarray import NDArray
+
+from .inputs import Target, as_batch, score_head
+from .layers import LayerRef, display_name, resolve
+from .nn import intercept, is_explainable, walk
+from .session import MODES, Session
+
+__all__ = ['Explainer', 'Backprop']
+
+
+class Backprop:
+    """What one explanation call computed; all arrays stay on the input's context.
+
+    Attributes
+    ----------
+    output : NDArray
+        The network's output for the batch, as in inference (``net(x)`` outside ``autograd.record``).
+    classes : NDArray or None
+        The class explained for each sample (None when the target was a function).
+    activations : dict
+        Layer name -> the layer's output (N x ...).
+    gradients : dict
+        Backward mode -> {layer name -> gradient of the target score at the layer's output}.
+    input_gradients : dict
+        Backward mode -> gradient of the target score at the input (N x C x H x W).
+    """
+
+    def __init__(self, output, classes, activations, gradients, input_gradients):
+        self.output: NDArray = output
+        self.classes: Optional[NDArray] = classes
+        self.activations: Dict[str, NDArray] = activations
+        self.gradients: Dict[str, Dict[str, NDArray]] = gradients
+        self.input_gradients: Dict[str, NDArray] = input_gradients
+
+
+class Explainer:
+    """Explains a Gluon network's decisions; any network, its blocks stock or gluoncam's.
+
+    Each call records one forward pass in which every ReLU and every requested layer is a cut, then runs one
+    backward sweep per requested mode (``'normal'``, ``'guided'``, ``'deconv'``). Parameter gradients are
+    never computed and ``grad_req`` is left alone; BatchNorm uses its running statistics (left unchanged) and
+    Dropout is off, exactly as in inference. A hybridized network runs imperatively during the call.
+
+    Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
+    across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
+    threads, on one network or several, do not disturb each other.
+
+    Parameters
+    ----------
+    net : Block
+        The network; its output is N x classes, or anything a target function can score.
+    """
+
+    def __init__(self, net: Block):
+        if not isinstance(net, Block):
+            raise TypeError(f"expected a Gluon Block, got {type(net).__name__}")
+        self.net = net
+        self._entered = 0
+        self._checked_escapes = False
+
+    def __enter__(self) -> 'Explainer':
+        _Preparation.acquire(self.net)
+        self._entered += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._entered -= 1
+        _Preparation.release(self.net)
+
+    def backprop(self, x, target: Target = None, layers: Sequence[LayerRef] = (),
+                 modes: Sequence[str] = ('normal',)) -> Backprop:
+        """Record one forward pass of ``x`` and back-propagate the target score once per mode.
+
+        Parameters
+        ----------
+        x : NDArray or numpy array
+            N x C x H x W batch (or one C x H x W image), preprocessed as the network expects.
+        target : None, int, sequence of int, or callable
+            The predicted class of each sample (None), one class for all, one class per sample, or a
+            function mapping the network output to one score per sample.
+        layers : sequence of str or Block
+            Layers whose outputs and gradients to capture, by ``print(net)`` path, block name or block.
+        modes : sequence of str
+            Backward modes to sweep, any of ``'normal'``, ``'guided'``, ``'deconv'``.
+        """
+        modes = tuple(dict.fromkeys(modes))
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
+        x = as_batch(self.net, x)
+        blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
+        with self, Session(blocks.values()) as session:
+            with autograd.record(train_mode=True):
+                output = self.net(session.make_input(x))
+                head, head_grad, classes = score_head(output, target)
+        self._check_ran(session, blocks)
+        if not self._checked_escapes:
+            _check_escapes(session, head, modes)
+            self._checked_escapes = True
+        gradients, input_gradients = {}, {}
+        for mode in modes:
+            session.backward(head, head_grad, mode)
+            self._check_reached(session, blocks)
+            gradients[mode] = {name: session.captures[id(block)].leaf.grad.copy()
+                               for name, block in blocks.items()}
+            input_gradients[mode] = session.input.grad.copy()
+        activations = {name: session.captures[id(block)].leaf for name, block in blocks.items()}
+        return Backprop(_detached(output), classes, activations, gradients, input_gradients)
+
+    @staticmethod
+    def _check_ran(session: Session, blocks: Dict[str, Block]) -> None:
+        for name, block in blocks.items():
+            if id(block) not in session.ran:
+                hint = ' (a plain Block: only HybridBlocks can be captured)' \
+                    if not isinstance(block, HybridBlock) else ''
+                raise ValueError(f"layer {name!r} did not run in the forward pass{hint}")
+
+    @staticmethod
+    def _check_reached(session: Session, blocks: Dict[str, Block]) -> None:
+        for name, block in blocks.items():
+            if not session.reached(block):
+                raise ValueError(f"the network's output does not depend on layer {name!r}: "
+                                 "choose a layer on the path from the input to the output")
+
+
+def _detached(output):
+    if isinstance(output, (list, tuple)):
+        return type(output)(_detached(o) for o in output)
+    return output.detach() if isinstance(output, NDArray) else output
+
+
+_ESCAPES = {'relu': 'ReLU', 'Dropout': 'Dropout', 'BatchNorm': 'BatchNorm'}
+
+
+def _check_escapes(session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:
+    """Find ReLU, Dropout and BatchNorm ops that ran outside gluoncam's reach (e.g. ``mx.nd.relu`` called by a
+    plain Block): they would make the maps wrong, so Dropout and BatchNorm raise; ReLUs warn."""
+    import json
+    pieces = session.recorded_pieces() + [(None, head)]
+    for block, piece_head in pieces:
+        if isinstance(piece_head, NDArray) and piece_head is not session.input:
+            try:
+                nodes = json.loads(autograd.get_symbol(piece_head).tojson())['nodes']
+            except Exception:  # a head that is a leaf has no recorded graph
+                continue
+            for node in nodes:
+                kind = _escape_kind(node)
+                where = f"before the output of {block.name!r}" if block is not None else "before the output"
+                if kind in ('Dropout', 'BatchNorm'):
+                    raise RuntimeError(f"a {kind} op ran {where} outside gluoncam's reach (called directly, "
+                                       f"not through F in a HybridBlock); it would run in training mode. Wrap "
+                                       f"it in a HybridBlock that uses F.{kind}")
+                if kind == 'ReLU' and set(modes) - {'normal'}:
+                    warnings.warn(f"a ReLU {where} is outside gluoncam's reach (called directly, not through F "
+                                  f"in a HybridBlock); guided and deconv gradients treat it as a normal ReLU",
+                                  stacklevel=3)
+
+
+def _escape_kind(node) -> Optional[str]:
+    op, attrs = node['op'], node.get('attrs') or {}
+    if op == 'Activation' and attrs.get('act_type') == 'relu':
+        return 'ReLU'
+    if op == 'BatchNorm' and attrs.get('use_global_stats') == 'True':
+        return None
+    return _ESCAPES.get(op)
+
+
+class _Preparation:
+    """Per network, while any explanation uses it: stock HybridBlocks intercepted and hybridization paused.
+
+    Counted, so that overlapping explanations (threads, nested context managers) share one preparation and the
+    last one out restores the network.
+    """
+    _lock = threading.Lock()
+    _active: 'weakref.WeakKeyDictionary[Block, Tuple[int, list]]' = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def acquire(cls, net: Block) -> None:
+        with cls._lock:
+            count, undo = cls._active.get(net, (0, None))
+            if count == 0:
+                undo = _prepare(net)
+            cls._active[net] = (count + 1, undo)
+
+    @classmethod
+    def release(cls, net: Block) -> None:
+        with cls._lock:
+            count, undo = cls._active[net]
+            if count == 1:
+                del cls._active[net]
+                for step in reversed(undo):
+                    step()
+            else:
+                cls._active[net] = (count - 1, undo)
+
+
+def _prepare(net: Block) -> list:
+    undo = []
+    for block in walk(net):
+        if not isinstance(block, HybridBlock):
+            continue
+        if block._active:
+            block._active = False
+            undo.append(lambda b=block: setattr(b, '_active', True))
+        if not is_explainable(block):
+            undo.append(intercept(block))
+    return undo

@@ -1,0 +1,61 @@
+"""Maps from captured activations and gradients: raw float NDArrays, N x H x W, on the arrays' context."""
+from typing import Sequence, Tuple
+
+from mxnet import nd
+from mxnet.ndarray import NDArray
+
+
+def grad_cam(activation: NDArray, gradient: NDArray) -> NDArray:
+    """Grad-CAM (Selvaraju et al.): ``relu(sum_c w_c A_c)`` with ``w_c = mean_ij dS/dA_cij``.
+
+    Parameters
+    ----------
+    activation, gradient : NDArray
+        A layer's output ``A`` and the gradient of the target score ``S`` at it, both N x C x h x w.
+
+    Returns
+    -------
+    NDArray
+        N x h x w, at the layer's resolution; all zeros where no channel speaks for the target.
+    """
+    _check_4d(activation)
+    weights = gradient.mean(axis=(2, 3), keepdims=True)
+    return nd.relu((weights * activation).sum(axis=1))
+
+
+def saliency(input_gradient: NDArray) -> NDArray:
+    """Saliency (Simonyan et al.): ``max_c |dS/dx_c|`` per pixel; N x C x H x W -> N x H x W."""
+    return nd.abs(input_gradient).max(axis=1)
+
+
+def guided_grad_cam(guided_gradient: NDArray, cam: NDArray) -> NDArray:
+    """Guided Grad-CAM: the guided-backpropagation gradient times the Grad-CAM map upsampled to the input.
+
+    N x C x H x W and N x h x w -> N x C x H x W (signed).
+    """
+    return guided_gradient * upsample(cam, guided_gradient.shape[2:]).expand_dims(1)
+
+
+def upsample(maps: NDArray, size: Tuple[int, int]) -> NDArray:
+    """Bilinear resize of N x h x w maps to N x H x W (pixel centres aligned, as in OpenCV)."""
+    height, width = size
+    if tuple(maps.shape[1:]) == (height, width):
+        return maps
+    resized = nd.contrib.BilinearResize2D(maps.expand_dims(1), height=height, width=width, align_corners=False)
+    return resized[:, 0]
+
+
+def normalize(maps: NDArray) -> NDArray:
+    """Scale each map to [0, 1] by its own min and max; a constant map becomes all zeros."""
+    flat = maps.reshape((maps.shape[0], -1))
+    low = flat.min(axis=1)
+    span = flat.max(axis=1) - low
+    scale = nd.where(span > 0, 1 / nd.maximum(span, 1e-30), nd.zeros_like(span))
+    shape = (-1,) + (1,) * (maps.ndim - 1)
+    return (maps - low.reshape(shape)) * scale.reshape(shape)
+
+
+def _check_4d(activation: NDArray, names: Sequence[str] = ()) -> None:
+    if activation.ndim != 4:
+        raise ValueError(f"CAM methods need a layer with a 4-D (N, C, H, W) output; this one gives shape "
+                         f"{activation.shape}")

@@ -1,0 +1,180 @@
+"""One explanation's recording: the forward pass cut at every ReLU and captured layer, and the backward sweeps.
+
+Why cuts: the pip build of MXNet gives wrong gradients through a Python ``autograd.Function`` or ``CustomOp``
+inside large graphs, so a guided or deconvnet ReLU rule cannot be an op. Instead every ReLU's output becomes a
+fresh leaf of the recording (a *cut*); a sweep back-propagates the recorded pieces one after another, from the
+last cut to the first, and applies the mode's ReLU rule at each cut. One forward pass then serves any number of
+sweeps, one per backward mode.
+"""
+import threading
+from typing import Callable, Dict, List, Optional
+
+from mxnet import autograd, nd
+from mxnet.ndarray import NDArray
+
+MODES = ('normal', 'guided', 'deconv')
+
+_local = threading.local()
+
+
+def active_session() -> Optional['Session']:
+    """The session recording in this thread, or None."""
+    return getattr(_local, 'session', None)
+
+
+def relu_backward(mode: str, grad: NDArray, x: NDArray) -> NDArray:
+    """Gradient at a ReLU's input from the gradient at its output, by backward mode.
+
+    normal: ``g * [x > 0]``; guided (Springenberg et al.): ``max(g, 0) * [x > 0]``;
+    deconv (Zeiler & Fergus, "rectified"): ``max(g, 0)``.
+    """
+    if mode == 'normal':
+        return grad * (x > 0)
+    if mode == 'guided':
+        return nd.relu(grad) * (x > 0)
+    if mode == 'deconv':
+        return nd.relu(grad)
+    raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
+
+
+class _Cut:
+    """A recorded value ``head`` replaced downstream by the leaf ``leaf`` (``relu(head)`` or ``head`` itself)."""
+    __slots__ = ('head', 'leaf', 'is_relu', 'block')
+
+    def __init__(self, head: NDArray, leaf: NDArray, is_relu: bool, block):
+        self.head, self.leaf, self.is_relu, self.block = head, leaf, is_relu, block
+
+
+class RoutedF:
+    """``mxnet.ndarray`` as seen by a block during an explanation.
+
+    ReLUs become cuts, BatchNorm always normalises with its running statistics (which it then leaves untouched)
+    and Dropout is the identity: the forward pass is the network's inference function, recorded in train mode
+    (the mode in which MKLDNN's max pooling back-propagates correctly).
+    """
+
+    def __init__(self, session: 'Session'):
+        self._session = session
+
+    def __getattr__(self, name):
+        return getattr(nd, name)
+
+    def relu(self, data, *args, **kwargs):
+        return self._session.relu(data)
+
+    def Activation(self, data, act_type=None, *args, **kwargs):  # noqa: N802 (MXNet's op name)
+        if act_type == 'relu':
+            return self._session.relu(data)
+        return nd.Activation(data, act_type=act_type, *args, **kwargs)
+
+    def BatchNorm(self, *args, **kwargs):  # noqa: N802
+        kwargs['use_global_stats'] = True
+        return nd.BatchNorm(*args, **kwargs)
+
+    def Dropout(self, data, *args, **kwargs):  # noqa: N802
+        return data
+
+
+class Session:
+    """Records one forward pass for explanation; ``backward`` then runs one sweep per backward mode.
+
+    Used as a context manager around the recorded forward pass; it is visible to blocks only in the thread that
+    entered it.
+    """
+
+    def __init__(self, captured_blocks=()):
+        self.captured = {id(block): block for block in captured_blocks}
+        self.captures: Dict[int, _Cut] = {}
+        self.ran = set()
+        self.cuts: List[_Cut] = []
+        self.input: Optional[NDArray] = None
+        self.F = RoutedF(self)
+        self._block_stack: list = []
+        self._outer = None
+
+    def __enter__(self) -> 'Session':
+        self._outer = active_session()
+        _local.session = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _local.session = self._outer
+
+    # ----- forward: called from blocks while recording
+    def make_input(self, x: NDArray) -> NDArray:
+        self.input = _leaf(x.detach())
+        return self.input
+
+    def run_block(self, block, hybrid_forward: Callable, x, args, params):
+        """Run a block's ``hybrid_forward`` with the routed F and detached parameters; capture its output."""
+        params = {name: value.detach() for name, value in params.items()}
+        self._block_stack.append(block)
+        try:
+            out = hybrid_forward(self.F, x, *args, **params)
+        finally:
+            self._block_stack.pop()
+        self.ran.add(id(block))
+        if id(block) in self.captured:
+            out = self._capture(block, out)
+        return out
+
+    def relu(self, x: NDArray) -> NDArray:
+        with autograd.pause():
+            y = nd.relu(x)
+        self.cuts.append(_Cut(x, _leaf(y), True, self._current_block()))
+        return y
+
+    def _capture(self, block, out):
+        if not isinstance(out, NDArray):
+            raise ValueError(f"layer {block.name!r} returns {type(out).__name__}, not a single array; "
+                             "capture a block that returns one array")
+        if id(block) in self.captures:
+            raise ValueError(f"layer {block.name!r} runs more than once in one forward pass, so its output "
+                             "and gradient are ambiguous; capture a block that runs once")
+        cut = _Cut(out, _leaf(out.detach()), False, block)
+        self.cuts.append(cut)
+        self.captures[id(block)] = cut
+        return cut.leaf
+
+    def _current_block(self):
+        return self._block_stack[-1] if self._block_stack else None
+
+    # ----- backward
+    def backward(self, head: NDArray, head_grad: NDArray, mode: str) -> None:
+        """One sweep: gradients of ``sum(head * head_grad)`` land in ``self.input.grad`` and the captures' leaves.
+
+        A cut's leaf has its full gradient once every later cut has been swept (later cuts hold everything
+        computed from it), so the cuts are swept in reverse order of creation.
+        """
+        leaves = [self.input] + [cut.leaf for cut in self.cuts]
+        for leaf in leaves:
+            leaf.grad[:] = 0
+            leaf._fresh_grad = False
+        _backward(head, head_grad)
+        own_leaves = {id(leaf) for leaf in leaves}
+        for cut in reversed(self.cuts):
+            if not cut.leaf._fresh_grad:
+                continue  # nothing downstream used it: its gradient is zero
+            grad = relu_backward(mode, cut.leaf.grad, cut.head) if cut.is_relu else cut.leaf.grad
+            if id(cut.head) in own_leaves:  # a block passed a leaf straight through
+                cut.head.grad[:] += grad
+                cut.head._fresh_grad = True
+            else:
+                _backward(cut.head, grad)
+
+    def reached(self, block) -> bool:
+        """Whether the last sweep reached the captured block's output."""
+        return bool(self.captures[id(block)].leaf._fresh_grad)
+
+    def recorded_pieces(self):
+        """(block after which the piece ends, head) for every recorded piece, for inspecting escaped ops."""
+        return [(cut.block, cut.head) for cut in self.cuts]
+
+
+def _leaf(value: NDArray) -> NDArray:
+    value.attach_grad(grad_req='add')
+    return value
+
+
+def _backward(head: NDArray, head_grad: NDArray) -> None:
+    autograd.backward([head], [head_grad], retain_graph=True, train_mode=True)

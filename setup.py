@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='gluoncam',
+    version='0.1.0',
+    description='Grad-CAM, guided backpropagation and saliency for MXNet Gluon CNNs',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['gluoncam', 'gluoncam.*']),
+    python_requires='>=3.8,<3.12',
+    install_requires=[
+        'mxnet==1.9.1',
+        'numpy>=1.16,<1.24',  # mxnet 1.9.1 uses np.bool, removed in numpy 1.24
+        'gluoncv==0.10.5.post0',
+        'matplotlib<3.10',
+        'scipy<1.14',
+        'pandas<2.3',
+        'opencv-python>=4,<4.12',  # 4.12 needs numpy 2
+        'Pillow',
+    ],
+    extras_require={'test': ['pytest']},
+    entry_points={'console_scripts': ['gluoncam=gluoncam.cli:main']},
+)

@@ -1,0 +1,40 @@
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import nd
+from mxnet.gluon import nn as stock
+
+import gluoncam
+
+
+def small_net(classes=5, seed=0):
+    """Conv, BatchNorm, ReLU, max pool, fused conv ReLU, Dropout, Dense ReLU, Dense: every kind of layer the
+    gradients must get through. Batch-norm statistics are set away from their defaults."""
+    mx.random.seed(seed)
+    net = stock.HybridSequential(prefix='small_')
+    with net.name_scope():
+        net.add(gluoncam.Conv2D(6, 3, padding=1), stock.BatchNorm(), gluoncam.Activation('relu'),
+                stock.MaxPool2D(2), gluoncam.Conv2D(8, 3, padding=1, activation='relu'), stock.Dropout(0.5),
+                gluoncam.Dense(16, activation='relu'), stock.Dropout(0.3), gluoncam.Dense(classes))
+    net.initialize(mx.init.Xavier(magnitude=2))
+    net(nd.zeros((1, 3, 12, 10)))
+    bn = net[1]
+    bn.running_mean.set_data(nd.random.normal(0, 0.3, shape=bn.running_mean.shape))
+    bn.running_var.set_data(nd.random.uniform(0.5, 2, shape=bn.running_var.shape))
+    bn.gamma.set_data(nd.random.uniform(0.5, 1.5, shape=bn.gamma.shape))
+    bn.beta.set_data(nd.random.normal(0, 0.2, shape=bn.beta.shape))
+    return net
+
+
+def batch(n=2, shape=(3, 12, 10), seed=1):
+    return nd.array(np.random.RandomState(seed).randn(n, *shape).astype(np.float32))
+
+
+@pytest.fixture
+def net():
+    return small_net()
+
+
+@pytest.fixture
+def x():
+    return batch()
