@@ -1,4 +1,5 @@
 """The explainer: one recorded forward pass of a network, and the backward sweeps every map is made from."""
+import json
 import threading
 import warnings
 import weakref
@@ -63,16 +64,12 @@ class Explainer:
         if not isinstance(net, Block):
             raise TypeError(f"expected a Gluon Block, got {type(net).__name__}")
         self.net = net
-        self._entered = 0
-        self._checked_escapes = False
 
     def __enter__(self) -> 'Explainer':
         _Preparation.acquire(self.net)
-        self._entered += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        self._entered -= 1
         _Preparation.release(self.net)
 
     def backprop(self, x, target: Target = None, layers: Sequence[LayerRef] = (),
@@ -102,9 +99,7 @@ class Explainer:
                 output = self.net(session.make_input(x))
                 head, head_grad, classes = score_head(output, target)
         self._check_ran(session, blocks)
-        if not self._checked_escapes:
-            _check_escapes(session, head, modes)
-            self._checked_escapes = True
+        _check_escapes(self.net, session, head, modes)
         gradients, input_gradients = {}, {}
         for mode in modes:
             session.backward(head, head_grad, mode)
@@ -138,30 +133,38 @@ def _detached(output):
 
 
 _ESCAPES = {'relu': 'ReLU', 'Dropout': 'Dropout', 'BatchNorm': 'BatchNorm'}
+# What each network's first explanation found out of reach. Inspecting the recording is done once per network:
+# MXNet's Symbol.tojson leaks about 2 KB a call.
+_escapes_found: 'weakref.WeakKeyDictionary[Block, list]' = weakref.WeakKeyDictionary()
 
 
-def _check_escapes(session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:
-    """Find ReLU, Dropout and BatchNorm ops that ran outside gluoncam's reach (e.g. ``mx.nd.relu`` called by a
-    plain Block): they would make the maps wrong, so Dropout and BatchNorm raise; ReLUs warn."""
-    import json
-    pieces = session.recorded_pieces() + [(None, head)]
-    for block, piece_head in pieces:
-        if isinstance(piece_head, NDArray) and piece_head is not session.input:
-            try:
-                nodes = json.loads(autograd.get_symbol(piece_head).tojson())['nodes']
-            except Exception:  # a head that is a leaf has no recorded graph
-                continue
-            for node in nodes:
-                kind = _escape_kind(node)
-                where = f"before the output of {block.name!r}" if block is not None else "before the output"
-                if kind in ('Dropout', 'BatchNorm'):
-                    raise RuntimeError(f"a {kind} op ran {where} outside gluoncam's reach (called directly, "
-                                       f"not through F in a HybridBlock); it would run in training mode. Wrap "
-                                       f"it in a HybridBlock that uses F.{kind}")
-                if kind == 'ReLU' and set(modes) - {'normal'}:
-                    warnings.warn(f"a ReLU {where} is outside gluoncam's reach (called directly, not through F "
-                                  f"in a HybridBlock); guided and deconv gradients treat it as a normal ReLU",
-                                  stacklevel=3)
+def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:
+    """ReLU, Dropout and BatchNorm ops outside gluoncam's reach (e.g. ``mx.nd.relu`` called by a plain Block)
+    would make maps wrong: Dropout and BatchNorm raise, ReLUs warn when a guided or deconv map is asked for."""
+    if net not in _escapes_found:
+        _escapes_found[net] = _find_escapes(session, head)
+    for kind, where in _escapes_found[net]:
+        if kind in ('Dropout', 'BatchNorm'):
+            raise RuntimeError(f"a {kind} op runs {where} outside gluoncam's reach (called directly, not through "
+                               f"F in a HybridBlock), so it would run in training mode; make it a HybridBlock "
+                               f"that calls F.{kind}")
+        if set(modes) - {'normal'}:
+            warnings.warn(f"a ReLU {where} is outside gluoncam's reach (called directly, not through F in a "
+                          f"HybridBlock); guided and deconv gradients treat it as a normal ReLU", stacklevel=3)
+
+
+def _find_escapes(session: Session, head: NDArray) -> list:
+    found = []
+    for block, piece_head in session.recorded_pieces() + [(None, head)]:
+        if not isinstance(piece_head, NDArray) or piece_head is session.input:
+            continue
+        try:
+            nodes = json.loads(autograd.get_symbol(piece_head).tojson())['nodes']
+        except Exception:  # a head that is a leaf has no recorded graph
+            continue
+        where = f"before the output of {block.name!r}" if block is not None else "before the output"
+        found += [(kind, where) for kind in map(_escape_kind, nodes) if kind]
+    return found
 
 
 def _escape_kind(node) -> Optional[str]:

@@ -1,5 +1,5 @@
 """Maps from captured activations and gradients: raw float NDArrays, N x H x W, on the arrays' context."""
-from typing import Sequence, Tuple
+from typing import Tuple
 
 from mxnet import nd
 from mxnet.ndarray import NDArray
@@ -55,7 +55,7 @@ def normalize(maps: NDArray) -> NDArray:
     return (maps - low.reshape(shape)) * scale.reshape(shape)
 
 
-def _check_4d(activation: NDArray, names: Sequence[str] = ()) -> None:
+def _check_4d(activation: NDArray) -> None:
     if activation.ndim != 4:
         raise ValueError(f"CAM methods need a layer with a 4-D (N, C, H, W) output; this one gives shape "
                          f"{activation.shape}")
