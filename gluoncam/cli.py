@@ -67,6 +67,7 @@ def load_model(args, ctx: mx.Context):
 
 
 def run_explain(args) -> int:
+    paths = find_images(args.images)
     ctx = parse_context(args.ctx)
     net = load_model(args, ctx)
     if args.layer == 'list':
@@ -77,7 +78,7 @@ def run_explain(args) -> int:
     names = class_names()
     failures = 0
     explainer = Explainer(net)
-    for path in find_images(args.images):
+    for path in paths:
         try:
             original = read_rgb(path)
         except ValueError as error:

@@ -6,7 +6,7 @@ import weakref
 from typing import Dict, Optional, Sequence, Tuple
 
 from mxnet import autograd
-from mxnet.gluon import Block, HybridBlock
+from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
 from .inputs import Target, as_batch, score_head
@@ -63,6 +63,12 @@ class Explainer:
     def __init__(self, net: Block):
         if not isinstance(net, Block):
             raise TypeError(f"expected a Gluon Block, got {type(net).__name__}")
+        for block in walk(net):
+            if isinstance(block, SymbolBlock):
+                raise TypeError(f"{block.name!r} is a SymbolBlock (a graph imported from a symbol file), which "
+                                f"always runs as one compiled graph, so gluoncam cannot reach its ReLUs, BatchNorm "
+                                f"and Dropout; build the network from its Python definition and load the "
+                                f"parameters into it")
         self.net = net
 
     def __enter__(self) -> 'Explainer':

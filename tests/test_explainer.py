@@ -294,6 +294,18 @@ def test_dropout_out_of_reach_is_refused():
         gluoncam.Explainer(net).backprop(batch())
 
 
+def test_imported_symbol_graphs_are_refused(net, tmp_path):
+    net.hybridize()
+    net(batch())
+    net.export(str(tmp_path / 'small'))
+    imported = mx.gluon.SymbolBlock.imports(str(tmp_path / 'small-symbol.json'), ['data'],
+                                            str(tmp_path / 'small-0000.params'))
+    with pytest.raises(TypeError, match="SymbolBlock .* Python definition"):
+        gluoncam.Explainer(imported)
+    with pytest.raises(TypeError, match="expected a Gluon Block"):
+        gluoncam.Explainer(lambda x: x)
+
+
 # ----- state, threads, contexts, memory
 def test_state_is_restored_when_an_exception_passes_through(net, x):
     net.hybridize()
