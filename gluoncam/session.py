@@ -7,6 +7,7 @@ last cut to the first, and applies the mode's ReLU rule at each cut. One forward
 sweeps, one per backward mode.
 """
 import threading
+import weakref
 from typing import Callable, Dict, List, Optional
 
 from mxnet import autograd, nd
@@ -54,17 +55,19 @@ class RoutedF:
     """
 
     def __init__(self, session: 'Session'):
-        self._session = session
+        # weak: a cycle would keep each call's recording (activations, gradients, graphs) alive until the
+        # cyclic garbage collector happens to run
+        self._session = weakref.ref(session)
 
     def __getattr__(self, name):
         return getattr(nd, name)
 
     def relu(self, data, *args, **kwargs):
-        return self._session.relu(data)
+        return self._session().relu(data)
 
     def Activation(self, data, act_type=None, *args, **kwargs):  # noqa: N802 (MXNet's op name)
         if act_type == 'relu':
-            return self._session.relu(data)
+            return self._session().relu(data)
         return nd.Activation(data, act_type=act_type, *args, **kwargs)
 
     def BatchNorm(self, *args, **kwargs):  # noqa: N802

@@ -383,6 +383,26 @@ def test_arrays_stay_on_the_input_context():
         gluoncam.Explainer(net).backprop(batch())
 
 
+def test_a_calls_recording_is_freed_without_the_garbage_collector(net, x, monkeypatch):
+    import gc
+    import weakref
+    from gluoncam import session
+    made = []
+    original = session.Session.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(session.Session, '__init__', init)
+    gc.disable()
+    try:
+        gluoncam.Explainer(net).backprop(x, layers=['4'], modes=('normal', 'guided'))
+        assert made and made[0]() is None, "the session (and every activation it holds) outlived the call"
+    finally:
+        gc.enable()
+
+
 def rss_mb():
     with open('/proc/self/statm') as statm:
         return int(statm.read().split()[1]) * 4096 / 2 ** 20
