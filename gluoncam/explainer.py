@@ -113,7 +113,7 @@ class Explainer:
             gradients[mode] = {name: session.captures[id(block)].leaf.grad.copy()
                                for name, block in blocks.items()}
             input_gradients[mode] = session.input.grad.copy()
-        activations = {name: session.captures[id(block)].leaf for name, block in blocks.items()}
+        activations = {name: session.captures[id(block)].leaf.detach() for name, block in blocks.items()}
         return Backprop(_detached(output), classes, activations, gradients, input_gradients)
 
     @staticmethod
