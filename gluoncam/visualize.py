@@ -1,5 +1,5 @@
 """Pictures of explanations: heatmaps blended over images, gradient images, saliency maps (numpy, uint8)."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np

@@ -120,7 +120,8 @@ def test_several_layers_in_one_call_equal_separate_calls(net, x):
 
 
 def test_unknown_layer_lists_the_valid_names(net, x):
-    with pytest.raises(ValueError, match=r"no layer named 'conv99' in 'small'; valid names: small, 0, small_conv0, .*, 8, small_dense1$"):
+    listing = r"no layer named 'conv99' in 'small'; valid names: small, 0, small_conv0, .*, 8, small_dense1$"
+    with pytest.raises(ValueError, match=listing):
         gluoncam.Explainer(net).backprop(x, layers=['conv99'])
     with pytest.raises(ValueError, match="not part of the network"):
         gluoncam.Explainer(net).backprop(x, layers=[stock.Dense(3)])
