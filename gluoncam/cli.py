@@ -1,41 +1,154 @@
-"""``gluoncam``: the command line. ``gluoncam explain IMAGE...`` writes one explanation panel per image."""
+"""``gluoncam``: the command line. ``gluoncam explain IMAGE...`` prints predictions and writes explanations."""
 import argparse
+import difflib
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import mxnet as mx
 import numpy as np
+from mxnet import nd
 
 from . import maps, models
 from .explainer import Explainer
 from .images import find_images, preprocess, read_rgb
-from .layers import conv_like, named_blocks
+from .layers import named_blocks
 from .visualize import gradient_image, gray_image, overlay
+
+METHODS = ('gradcam', 'guided-gradcam', 'saliency')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='gluoncam', description=__doc__.split('\n')[0])
-    commands = parser.add_subparsers(dest='command', required=True)
-    explain = commands.add_parser('explain', help='explain ImageNet predictions of images')
-    explain.add_argument('images', nargs='+', help='image files, folders or glob patterns')
-    explain.add_argument('--model', default='vgg16', choices=sorted(models.MODELS))
-    explain.add_argument('--params', help='weights file to load instead of the model-zoo weights')
-    explain.add_argument('--random-weights', action='store_true',
-                         help='use random weights when no weights are available (the maps then mean nothing)')
-    explain.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
-                         help='folder of the model-zoo weight files (default: %(default)s)')
-    explain.add_argument('--layer', help="layer for Grad-CAM (default: the last convolution); 'list' lists them")
-    explain.add_argument('--class', dest='class_id', type=int, help='class to explain (default: the predicted)')
-    explain.add_argument('--top-k', type=int, default=3, help='predictions to print per image')
-    explain.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
-    explain.add_argument('--out', default='gluoncam-out', help='folder for the panels (default: %(default)s)')
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
-        return run_explain(args)
+        return explain(args)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"gluoncam: error: {error}", file=sys.stderr)
         return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog='gluoncam', description=__doc__.split('\n')[0])
+    commands = root.add_subparsers(dest='command', required=True)
+    explain = commands.add_parser('explain', help='explain ImageNet predictions of images')
+    explain.add_argument('images', nargs='+', help='image files, folders or glob patterns')
+    explain.add_argument('--model', default='efficientnet_lite0', choices=sorted(models.MODELS))
+    explain.add_argument('--params', help='weights file to load instead of the pretrained weights')
+    explain.add_argument('--random-weights', action='store_true',
+                         help='use random weights where no weights are available (the maps then mean nothing)')
+    explain.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
+                         help='folder of pretrained weight files (default: %(default)s)')
+    explain.add_argument('--layer', help="layer for Grad-CAM (default: the model's cam_layer); 'list' lists them")
+    explain.add_argument('--method', default='all', choices=METHODS + ('all',), help='maps to make')
+    explain.add_argument('--class', dest='class_id', help='class id or ImageNet class name (default: predicted)')
+    explain.add_argument('--top-k', type=int, default=5, help='predictions to print per image')
+    explain.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
+    explain.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
+    explain.add_argument('--out', default='gluoncam-out', help='folder for panels and maps (default: %(default)s)')
+    return root
+
+
+def explain(args) -> int:
+    if args.batch_size < 1 or args.top_k < 1:
+        raise ValueError("--batch-size and --top-k must be at least 1")
+    paths = find_images(args.images)
+    ctx = parse_context(args.ctx)
+    names = class_names()
+    target = None if args.class_id is None else class_index(args.class_id, names)
+    net = load_model(args, ctx)
+    if args.layer == 'list':
+        print('\n'.join(named_blocks(net)))
+        return 0
+    layer = args.layer or getattr(net, 'cam_layer', None)
+    if layer is None:
+        raise ValueError("this model names no Grad-CAM layer: pass --layer (see --layer list)")
+    methods = METHODS if args.method == 'all' else (args.method,)
+    os.makedirs(args.out, exist_ok=True)
+    failures = 0
+    progress = _progress_bar(len(paths))
+    with Explainer(net) as explainer:
+        for batch in _batches(paths, args.batch_size):
+            images = {}
+            for path in batch:
+                try:
+                    images[path] = read_rgb(path)
+                except ValueError as error:
+                    print(f"skipped: {error}", file=sys.stderr)
+                    failures += 1
+            if images:
+                explain_batch(explainer, net, images, target, layer, methods, names, args)
+            if progress is not None:
+                progress.update(len(batch))
+    if progress is not None:
+        progress.close()
+    print(f"wrote panels and maps of {len(paths) - failures} image(s) to {os.path.abspath(args.out)}")
+    if failures:
+        print(f"{failures} file(s) could not be read", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def explain_batch(explainer: Explainer, net, images: Dict[str, np.ndarray], target, layer: str, methods, names,
+                  args) -> None:
+    x = nd.concat(*[preprocess(image, net) for image in images.values()], dim=0).as_in_context(parse_context(args.ctx))
+    modes = ('normal', 'guided') if 'guided-gradcam' in methods else ('normal',)
+    result = explainer.backprop(x, target, [layer], modes)
+    probabilities = nd.softmax(result.output).asnumpy()
+    raw = method_maps(result, layer, methods)
+    for i, (path, image) in enumerate(images.items()):
+        top = np.argsort(-probabilities[i])[:args.top_k]
+        print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[i, k]:.3f}" for k in top))
+        cls = int(result.classes[i].asscalar())
+        stem = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0])
+        for method, values in raw.items():
+            np.save(f"{stem}_{method.replace('-', '_')}.npy", values[i])
+        title = f"{names[cls]} ({cls}), p = {probabilities[i, cls]:.3f} ({args.model})"
+        save_panel(stem + '.png', image, {method: values[i] for method, values in raw.items()}, layer, title)
+
+
+def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
+    """Raw float maps per method, numpy: Grad-CAM N x h x w, guided Grad-CAM N x C x H x W, saliency N x H x W."""
+    out = {}
+    cam = None
+    if 'gradcam' in methods or 'guided-gradcam' in methods:
+        activation = result.activations[layer]
+        if activation.ndim != 4:
+            raise ValueError(f"layer {layer!r} gives output of shape {activation.shape}; Grad-CAM needs a 4-D layer "
+                             f"(see --layer list)")
+        cam = maps.grad_cam(activation, result.gradients['normal'][layer])
+    if 'gradcam' in methods:
+        out['gradcam'] = cam.asnumpy()
+    if 'guided-gradcam' in methods:
+        out['guided-gradcam'] = maps.guided_grad_cam(result.input_gradients['guided'], cam).asnumpy()
+    if 'saliency' in methods:
+        out['saliency'] = maps.saliency(result.input_gradients['normal']).asnumpy()
+    return out
+
+
+def save_panel(path: str, image: np.ndarray, raw: Dict[str, np.ndarray], layer: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    size = image.shape[:2]
+    pictures = [('original', image)]
+    if 'gradcam' in raw:
+        pictures.append((f'Grad-CAM ({layer})', overlay(image, _unit(raw['gradcam']))))
+    if 'guided-gradcam' in raw:
+        pictures.append(('guided Grad-CAM', gradient_image(_unit(raw['guided-gradcam']), size)))
+    if 'saliency' in raw:
+        pictures.append(('saliency', gray_image(_unit(raw['saliency']), size)))
+    figure, axes = plt.subplots(1, len(pictures), figsize=(4 * len(pictures), 4.4), squeeze=False)
+    for axis, (name, picture) in zip(axes[0], pictures):
+        axis.imshow(picture, cmap='gray' if picture.ndim == 2 else None)
+        axis.set_title(name)
+        axis.axis('off')
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    return maps.normalize(nd.array(values[None])).asnumpy()[0]
 
 
 def parse_context(text: str) -> mx.Context:
@@ -52,8 +165,8 @@ def parse_context(text: str) -> mx.Context:
 
 
 def load_model(args, ctx: mx.Context):
-    net = models.get_model(args.model)
     if args.params:
+        net = models.get_model(args.model)
         net.load_parameters(args.params, ctx=ctx)
         return net
     try:
@@ -62,67 +175,46 @@ def load_model(args, ctx: mx.Context):
         if not args.random_weights:
             raise RuntimeError(f"{error} (or pass --random-weights to try the pipeline without them)") from None
     print(f"NOTE: no {args.model} weights: using RANDOM weights; the maps show the pipeline, not ImageNet.")
+    net = models.get_model(args.model)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     return net
-
-
-def run_explain(args) -> int:
-    paths = find_images(args.images)
-    ctx = parse_context(args.ctx)
-    net = load_model(args, ctx)
-    if args.layer == 'list':
-        print('\n'.join(named_blocks(net)))
-        return 0
-    layer = args.layer or [name for name in conv_like(net) if 'conv' in name][-1]
-    os.makedirs(args.out, exist_ok=True)
-    names = class_names()
-    failures = 0
-    explainer = Explainer(net)
-    for path in paths:
-        try:
-            original = read_rgb(path)
-        except ValueError as error:
-            print(f"skipped: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        x = preprocess(original).as_in_context(ctx)
-        result = explainer.backprop(x, args.class_id, [layer], ('normal', 'guided'))
-        probabilities = mx.nd.softmax(result.output)[0].asnumpy()
-        top = np.argsort(-probabilities)[:args.top_k]
-        print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[k]:.3f}" for k in top))
-        cls = int(result.classes.asscalar())
-        panel = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + '.png')
-        save_panel(panel, original, result, layer, f"{names[cls]} ({cls}) p={probabilities[cls]:.3f}")
-    print(f"panels written to {os.path.abspath(args.out)}")
-    return 1 if failures else 0
-
-
-def save_panel(path: str, original: np.ndarray, result, layer: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    cam = maps.grad_cam(result.activations[layer], result.gradients['normal'][layer])
-    guided = maps.guided_grad_cam(result.input_gradients['guided'], cam)
-    salient = maps.saliency(result.input_gradients['normal'])
-    size = original.shape[:2]
-    pictures = [('original', original),
-                (f'Grad-CAM ({layer})', overlay(original, maps.normalize(cam).asnumpy()[0])),
-                ('guided Grad-CAM', gradient_image(maps.normalize(guided).asnumpy()[0], size)),
-                ('saliency', gray_image(maps.normalize(salient).asnumpy()[0], size))]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-    for axis, (name, picture) in zip(axes, pictures):
-        axis.imshow(picture, cmap='gray' if picture.ndim == 2 else None)
-        axis.set_title(name)
-        axis.axis('off')
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
 
 
 def class_names() -> List[str]:
     from gluoncv.data import ImageNet1kAttr
     return list(ImageNet1kAttr().classes)
+
+
+def class_index(text: str, names: List[str]) -> int:
+    if text.isdigit():
+        if int(text) >= len(names):
+            raise ValueError(f"--class {text}: ImageNet class ids are 0..{len(names) - 1}")
+        return int(text)
+    lowered = [name.lower() for name in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    close = difflib.get_close_matches(text.lower(), lowered, n=3)
+    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ''
+    raise ValueError(f"--class {text!r} is neither a class id nor an ImageNet class name{hint}")
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _progress_bar(total: int):
+    """A progress bar on stderr for more than three images."""
+    if total <= 3:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc='explaining', unit='image', file=sys.stderr)
 
 
 if __name__ == '__main__':

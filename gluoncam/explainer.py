@@ -162,7 +162,7 @@ def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str
 def _find_escapes(session: Session, head: NDArray) -> list:
     found = []
     for block, piece_head in session.recorded_pieces() + [(None, head)]:
-        if not isinstance(piece_head, NDArray) or piece_head is session.input:
+        if not isinstance(piece_head, NDArray) or session.is_leaf(piece_head):
             continue
         try:
             nodes = json.loads(autograd.get_symbol(piece_head).tojson())['nodes']
@@ -176,6 +176,8 @@ def _find_escapes(session: Session, head: NDArray) -> list:
 def _escape_kind(node) -> Optional[str]:
     op, attrs = node['op'], node.get('attrs') or {}
     if op == 'Activation' and attrs.get('act_type') == 'relu':
+        return 'ReLU'
+    if op == 'clip' and float(attrs.get('a_min', 'nan')) == 0:
         return 'ReLU'
     if op == 'BatchNorm' and attrs.get('use_global_stats') == 'True':
         return None

@@ -36,10 +36,12 @@ def read_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def preprocess(image: np.ndarray, size: Tuple[int, int] = (224, 224), mean=IMAGENET_MEAN,
-               std=IMAGENET_STD) -> nd.NDArray:
+def preprocess(image: np.ndarray, net=None, size: Tuple[int, int] = (224, 224)) -> nd.NDArray:
     """RGB uint8 H x W x 3 -> 1 x 3 x height x width float32, resized whole (no crop, so maps map back onto
-    the whole original) and normalised with the ImageNet mean and std."""
+    the whole original) and normalised as ``net`` expects (its ``input_mean`` / ``input_std`` on the [0, 1]
+    scale; the ImageNet mean and std by default)."""
+    mean = getattr(net, 'input_mean', IMAGENET_MEAN)
+    std = getattr(net, 'input_std', IMAGENET_STD)
     height, width = size
     resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     normalized = (resized - np.float32(mean)) / np.float32(std)

@@ -12,7 +12,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .session import active_session
 
-__all__ = ['Conv2D', 'Dense', 'Activation', 'convert', 'is_explainable']
+__all__ = ['Conv2D', 'Dense', 'Activation', 'ReLU6', 'convert', 'is_explainable']
 
 
 def _explained_forward(block: HybridBlock, hybrid_forward: Callable, F, x, *args, **params):
@@ -23,12 +23,26 @@ def _explained_forward(block: HybridBlock, hybrid_forward: Callable, F, x, *args
 
 
 class _Explainable:
+    """Put first in the bases: the stock block's ``hybrid_forward`` is what it wraps."""
+
     def hybrid_forward(self, F, x, *args, **params):
         return _explained_forward(self, super().hybrid_forward, F, x, *args, **params)
 
 
 class Activation(_Explainable, nn.Activation):
     """``mxnet.gluon.nn.Activation``; a ``'relu'`` follows the backward mode of the explanation."""
+
+
+class _ClipTo6(HybridBlock):
+    def hybrid_forward(self, F, x):
+        return F.clip(x, 0, 6)
+
+    def __repr__(self):
+        return 'ReLU6()'
+
+
+class ReLU6(_Explainable, _ClipTo6):
+    """``min(max(x, 0), 6)`` (MobileNet, EfficientNet-Lite); its guided and deconv rules mask on ``0 < x < 6``."""
 
 
 class _FusedActivation(_Explainable):

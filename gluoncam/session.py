@@ -23,33 +23,36 @@ def active_session() -> Optional['Session']:
     return getattr(_local, 'session', None)
 
 
-def relu_backward(mode: str, grad: NDArray, x: NDArray) -> NDArray:
-    """Gradient at a ReLU's input from the gradient at its output, by backward mode.
+def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None) -> NDArray:
+    """Gradient at the input of ``min(max(x, 0), upper)`` (a ReLU, or ReLU6 with ``upper=6``) from the gradient
+    at its output, by backward mode. With ``active = [0 < x < upper]``:
 
-    normal: ``g * [x > 0]``; guided (Springenberg et al.): ``max(g, 0) * [x > 0]``;
+    normal: ``g * active``; guided (Springenberg et al.): ``max(g, 0) * active``;
     deconv (Zeiler & Fergus, "rectified"): ``max(g, 0)``.
     """
-    if mode == 'normal':
-        return grad * (x > 0)
-    if mode == 'guided':
-        return nd.relu(grad) * (x > 0)
     if mode == 'deconv':
         return nd.relu(grad)
+    active = (x > 0) if upper is None else (x > 0) * (x < upper)
+    if mode == 'normal':
+        return grad * active
+    if mode == 'guided':
+        return nd.relu(grad) * active
     raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
 
 
 class _Cut:
-    """A recorded value ``head`` replaced downstream by the leaf ``leaf`` (``relu(head)`` or ``head`` itself)."""
-    __slots__ = ('head', 'leaf', 'is_relu', 'block')
+    """A recorded value ``head`` replaced downstream by the leaf ``leaf``: ``head`` itself, or its rectification
+    (``is_relu``) clipped at ``upper`` (None for a plain ReLU)."""
+    __slots__ = ('head', 'leaf', 'is_relu', 'upper', 'block')
 
-    def __init__(self, head: NDArray, leaf: NDArray, is_relu: bool, block):
-        self.head, self.leaf, self.is_relu, self.block = head, leaf, is_relu, block
+    def __init__(self, head: NDArray, leaf: NDArray, block, is_relu: bool = False, upper: Optional[float] = None):
+        self.head, self.leaf, self.block, self.is_relu, self.upper = head, leaf, block, is_relu, upper
 
 
 class RoutedF:
     """``mxnet.ndarray`` as seen by a block during an explanation.
 
-    ReLUs become cuts, BatchNorm always normalises with its running statistics (which it then leaves untouched)
+    ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6) become cuts, BatchNorm always normalises with its running statistics (which it then leaves untouched)
     and Dropout is the identity: the forward pass is the network's inference function, recorded in train mode
     (the mode in which MKLDNN's max pooling back-propagates correctly).
     """
@@ -69,6 +72,11 @@ class RoutedF:
         if act_type == 'relu':
             return self._session().relu(data)
         return nd.Activation(data, act_type=act_type, *args, **kwargs)
+
+    def clip(self, data, a_min, a_max, *args, **kwargs):
+        if a_min == 0 and a_max > 0:
+            return self._session().relu(data, upper=a_max)
+        return nd.clip(data, a_min, a_max, *args, **kwargs)
 
     def BatchNorm(self, *args, **kwargs):  # noqa: N802
         kwargs['use_global_stats'] = True
@@ -121,10 +129,10 @@ class Session:
             out = self._capture(block, out)
         return out
 
-    def relu(self, x: NDArray) -> NDArray:
+    def relu(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
         with autograd.pause():
-            y = nd.relu(x)
-        self.cuts.append(_Cut(x, _leaf(y), True, self._current_block()))
+            y = nd.relu(x) if upper is None else nd.clip(x, 0, upper)
+        self.cuts.append(_Cut(x, _leaf(y), self._current_block(), is_relu=True, upper=upper))
         return y
 
     def _capture(self, block, out):
@@ -134,7 +142,7 @@ class Session:
         if id(block) in self.captures:
             raise ValueError(f"layer {block.name!r} runs more than once in one forward pass, so its output "
                              "and gradient are ambiguous; capture a block that runs once")
-        cut = _Cut(out, _leaf(out.detach()), False, block)
+        cut = _Cut(out, _leaf(out.detach()), block)
         self.cuts.append(cut)
         self.captures[id(block)] = cut
         return cut.leaf
@@ -149,21 +157,25 @@ class Session:
         A cut's leaf has its full gradient once every later cut has been swept (later cuts hold everything
         computed from it), so the cuts are swept in reverse order of creation.
         """
-        leaves = [self.input] + [cut.leaf for cut in self.cuts]
-        for leaf in leaves:
+        for leaf in self._leaves():
             leaf.grad[:] = 0
             leaf._fresh_grad = False
         _backward(head, head_grad)
-        own_leaves = {id(leaf) for leaf in leaves}
         for cut in reversed(self.cuts):
             if not cut.leaf._fresh_grad:
                 continue  # nothing downstream used it: its gradient is zero
-            grad = relu_backward(mode, cut.leaf.grad, cut.head) if cut.is_relu else cut.leaf.grad
-            if id(cut.head) in own_leaves:  # a block passed a leaf straight through
+            grad = relu_backward(mode, cut.leaf.grad, cut.head, cut.upper) if cut.is_relu else cut.leaf.grad
+            if self.is_leaf(cut.head):  # a captured block returned a leaf (e.g. its ReLU's output) as it is
                 cut.head.grad[:] += grad
                 cut.head._fresh_grad = True
             else:
                 _backward(cut.head, grad)
+
+    def _leaves(self) -> List[NDArray]:
+        return [self.input] + [cut.leaf for cut in self.cuts]
+
+    def is_leaf(self, array: NDArray) -> bool:
+        return any(array is leaf for leaf in self._leaves())
 
     def reached(self, block) -> bool:
         """Whether the last sweep reached the captured block's output."""
@@ -171,7 +183,7 @@ class Session:
 
     def recorded_pieces(self):
         """(block after which the piece ends, head) for every recorded piece, for inspecting escaped ops."""
-        return [(cut.block, cut.head) for cut in self.cuts]
+        return [(cut.block, cut.head) for cut in self.cuts if not self.is_leaf(cut.head)]
 
 
 def _leaf(value: NDArray) -> NDArray:

@@ -8,6 +8,7 @@ from mxnet.gluon import nn as stock
 from mxnet.initializer import Xavier
 
 from .. import nn
+from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .store import load_pretrained
 
 __all__ = ['VGG', 'get_vgg', 'VGG_SPEC']
@@ -32,6 +33,7 @@ class VGG(HybridBlock):
     batch_norm : bool, default False
         Add BatchNorm after every convolution.
     """
+    input_mean, input_std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(self, layers, filters, classes=1000, batch_norm=False, **kwargs):
         super().__init__(**kwargs)
@@ -53,6 +55,9 @@ class VGG(HybridBlock):
                                            bias_initializer='zeros'))
                 self.features.add(stock.Dropout(rate=0.5))
             self.output = nn.Dense(classes, weight_initializer='normal', bias_initializer='zeros')
+        # the last convolution's output (pre-ReLU), as in the MXNet Grad-CAM tutorial
+        last_conv = max(i for i, block in enumerate(self.features) if isinstance(block, stock.Conv2D))
+        self.cam_layer = f'features.{last_conv}'
 
     def hybrid_forward(self, F, x):
         return self.output(self.features(x))
