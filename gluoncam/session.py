@@ -52,9 +52,10 @@ class _Cut:
 class RoutedF:
     """``mxnet.ndarray`` as seen by a block during an explanation.
 
-    ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6) become cuts, BatchNorm always normalises with its running statistics (which it then leaves untouched)
-    and Dropout is the identity: the forward pass is the network's inference function, recorded in train mode
-    (the mode in which MKLDNN's max pooling back-propagates correctly).
+    ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6) become cuts, BatchNorm always
+    normalises with its running statistics (which it then leaves untouched) and Dropout is the identity: the
+    forward pass is the network's inference function, recorded in train mode (the mode in which MKLDNN's max
+    pooling back-propagates correctly).
     """
 
     def __init__(self, session: 'Session'):

@@ -52,7 +52,8 @@ def test_one_method_and_a_class_by_name(tmp_path, root, capsys):
     assert sorted(os.listdir(tmp_path)) == ['jellyfish.png', 'jellyfish_saliency.npy']
     by_id = tmp_path / 'by_id'
     assert main(['explain', PHOTO, '--root', root, '--out', str(by_id), '--method', 'saliency', '--class', '289']) == 0
-    np.testing.assert_array_equal(np.load(tmp_path / 'jellyfish_saliency.npy'), np.load(by_id / 'jellyfish_saliency.npy'))
+    np.testing.assert_array_equal(np.load(tmp_path / 'jellyfish_saliency.npy'),
+                                  np.load(by_id / 'jellyfish_saliency.npy'))
 
 
 def test_unknown_class_names_suggest_close_ones(tmp_path, root, capsys):

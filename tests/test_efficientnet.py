@@ -136,3 +136,27 @@ def test_lite0_gradients_match_finite_differences(lite0, tmp_path):
         direction = rng.randn(*x.shape)
         numeric = (score(x64 + 1e-7 * direction) - score(x64 - 1e-7 * direction)) / 2e-7
         assert float((grad * direction).sum()) == pytest.approx(numeric, rel=5e-3)
+
+
+def test_pretrained_loading_converts_a_synthetic_checkpoint(tmp_path, monkeypatch):
+    """End to end on a checkpoint written here in the legacy format: reader, name conversion, cached params."""
+    import sys
+    from test_checkpoint import FAKE_TORCH, FAKE_UTILS, Storage, Tensor, write
+    monkeypatch.setitem(sys.modules, 'torch', FAKE_TORCH)  # what the writer pickles its globals by
+    monkeypatch.setitem(sys.modules, 'torch._utils', FAKE_UTILS)
+    net = efficientnet.EfficientNetLite()
+    net.initialize(mx.init.Normal(0.1))
+    net(nd.zeros((1, 3, 32, 32)))
+    real_names = efficientnet.load_legacy_checkpoint(efficientnet._checkpoint_path())
+    inverse = convert_state_dict({name: name for name in real_names})  # gluon name -> checkpoint name
+    rng = np.random.RandomState(0)
+    expected = {name: rng.randn(*param.shape).astype(np.float32)
+                for name, param in net._collect_params_with_prefix().items()}
+    state = {inverse[name]: Tensor(Storage(value, name), 0, value.shape, tuple(s // 4 for s in value.strides))
+             for name, value in expected.items()}
+    checkpoint = write(tmp_path / 'lite0.pth', state)
+    monkeypatch.setattr(efficientnet, '_checkpoint_path', lambda: str(checkpoint))
+    loaded = gluoncam.models.get_model('efficientnet_lite0', pretrained=True, root=str(tmp_path / 'models'))
+    for name, param in loaded._collect_params_with_prefix().items():
+        np.testing.assert_array_equal(param.data().asnumpy(), expected[name], err_msg=name)
+    assert len(os.listdir(tmp_path / 'models')) == 1

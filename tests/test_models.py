@@ -89,7 +89,7 @@ def test_missing_pretrained_weights_say_what_to_do(tmp_path):
         gluoncam.models.get_model('vgg11_bn', pretrained=True, root=str(tmp_path))
 
 
-@pytest.mark.parametrize('name', sorted(gluoncam.models.MODELS))
+@pytest.mark.parametrize('name', sorted(name for name in gluoncam.models.MODELS if name.startswith('vgg')))
 def test_every_vgg_has_the_model_zoo_structure(name):
     ours, zoo = gluoncam.models.get_model(name), vision.get_model(name)
     for net in (ours, zoo):
@@ -102,7 +102,7 @@ def test_every_vgg_has_the_model_zoo_structure(name):
 
 
 def test_unknown_models_list_the_known_ones():
-    with pytest.raises(ValueError, match="unknown model 'resnet50'; available: vgg11, vgg11_bn, .*vgg19_bn"):
+    with pytest.raises(ValueError, match="unknown model 'resnet50'; available: vgg11, vgg11_bn, .*efficientnet_lite0"):
         gluoncam.models.get_model('resnet50')
     with pytest.raises(ValueError, match="valid depths: 11, 13, 16, 19"):
         gluoncam.models.get_vgg(15)

@@ -114,7 +114,8 @@ def _converted_weights(root: str) -> str:
     path = os.path.join(root, f'efficientnet_lite0-{digest[:8]}.params')
     if not os.path.exists(path):
         os.makedirs(root, exist_ok=True)
-        arrays = {name: nd.array(value) for name, value in convert_state_dict(load_legacy_checkpoint(checkpoint)).items()}
+        converted = convert_state_dict(load_legacy_checkpoint(checkpoint))
+        arrays = {name: nd.array(value) for name, value in converted.items()}
         partial = f'{path}.{os.getpid()}.part'
         nd.save(partial, arrays)
         os.replace(partial, path)
