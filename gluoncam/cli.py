@@ -9,13 +9,14 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from . import maps, models
+from . import cams, gradients, maps, models
 from .explainer import Explainer
 from .images import find_images, preprocess, read_rgb
 from .layers import named_blocks
-from .visualize import gradient_image, gray_image, overlay
+from .visualize import RENDERING, render
 
-METHODS = ('gradcam', 'guided-gradcam', 'saliency')
+CLASSIC = ('gradcam', 'guided-gradcam', 'saliency')  # one forward pass serves all three
+METHODS = tuple(RENDERING)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -39,7 +40,9 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
                          help='folder of pretrained weight files (default: %(default)s)')
     explain.add_argument('--layer', help="layer for Grad-CAM (default: the model's cam_layer); 'list' lists them")
-    explain.add_argument('--method', default='all', choices=METHODS + ('all',), help='maps to make')
+    explain.add_argument('--method', default='all', type=method_list,
+                         help=f"comma-separated maps to make, from: {', '.join(METHODS)}; 'all' (default) is "
+                              f"{', '.join(CLASSIC)} (one forward pass)")
     explain.add_argument('--class', dest='class_id', help='class id or ImageNet class name (default: predicted)')
     explain.add_argument('--top-k', type=int, default=5, help='predictions to print per image')
     explain.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
@@ -62,7 +65,7 @@ def explain(args) -> int:
     layer = args.layer or getattr(net, 'cam_layer', None)
     if layer is None:
         raise ValueError("this model names no Grad-CAM layer: pass --layer (see --layer list)")
-    methods = METHODS if args.method == 'all' else (args.method,)
+    methods = args.method
     os.makedirs(args.out, exist_ok=True)
     failures = 0
     progress = _progress_bar(len(paths))
@@ -93,7 +96,10 @@ def explain_batch(explainer: Explainer, net, images: Dict[str, np.ndarray], targ
     modes = ('normal', 'guided') if 'guided-gradcam' in methods else ('normal',)
     result = explainer.backprop(x, target, [layer], modes)
     probabilities = nd.softmax(result.output).asnumpy()
-    raw = method_maps(result, layer, methods)
+    raw = method_maps(result, layer, [m for m in methods if m in CLASSIC])
+    target = result.classes if target is None else target
+    raw.update({method: other_map(net, x, target, layer, method, args.batch_size).asnumpy()
+                for method in methods if method not in CLASSIC})
     for i, (path, image) in enumerate(images.items()):
         top = np.argsort(-probabilities[i])[:args.top_k]
         print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[i, k]:.3f}" for k in top))
@@ -114,7 +120,7 @@ def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
         if activation.ndim != 4:
             raise ValueError(f"layer {layer!r} gives output of shape {activation.shape}; Grad-CAM needs a 4-D layer "
                              f"(see --layer list)")
-        cam = maps.grad_cam(activation, result.gradients['normal'][layer])
+        cam = maps.grad_cam(activation, result.gradients['normal'][layer])  # = cams.GradCAM, without a 2nd pass
     if 'gradcam' in methods:
         out['gradcam'] = cam.asnumpy()
     if 'guided-gradcam' in methods:
@@ -124,18 +130,35 @@ def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
     return out
 
 
+def other_map(net, x, target, layer: str, method: str, batch_size: int) -> nd.NDArray:
+    """The maps beyond the classic three, each from its own passes."""
+    if method in cams.CAM_METHODS:
+        return cams.cam(net, x, layer, method, target, batch_size=batch_size)
+    if method in ('guided-backprop', 'deconv'):
+        return gradients.gradient(net, x, target, 'guided' if method == 'guided-backprop' else 'deconv')
+    if method == 'input-x-gradient':
+        return gradients.input_x_gradient(net, x, target)
+    if method == 'smoothgrad':
+        return gradients.smoothgrad(net, x, target, batch_size=batch_size, seed=0)
+    return gradients.integrated_gradients(net, x, target, batch_size=batch_size)[0]
+
+
+def method_list(text: str):
+    names = CLASSIC if text == 'all' else tuple(dict.fromkeys(text.split(',')))
+    unknown = [name for name in names if name not in RENDERING]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r}; valid: {', '.join(METHODS)}, all")
+    return names
+
+
 def save_panel(path: str, image: np.ndarray, raw: Dict[str, np.ndarray], layer: str, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    size = image.shape[:2]
     pictures = [('original', image)]
-    if 'gradcam' in raw:
-        pictures.append((f'Grad-CAM ({layer})', overlay(image, _unit(raw['gradcam']))))
-    if 'guided-gradcam' in raw:
-        pictures.append(('guided Grad-CAM', gradient_image(_unit(raw['guided-gradcam']), size)))
-    if 'saliency' in raw:
-        pictures.append(('saliency', gray_image(_unit(raw['saliency']), size)))
+    for method, values in raw.items():
+        name = f'{method} ({layer})' if RENDERING[method] == 'heatmap' else method
+        pictures.append((name, render(image, values, method)))
     figure, axes = plt.subplots(1, len(pictures), figsize=(4 * len(pictures), 4.4), squeeze=False)
     for axis, (name, picture) in zip(axes[0], pictures):
         axis.imshow(picture, cmap='gray' if picture.ndim == 2 else None)
@@ -145,10 +168,6 @@ def save_panel(path: str, image: np.ndarray, raw: Dict[str, np.ndarray], layer: 
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    return maps.normalize(nd.array(values[None])).asnumpy()[0]
 
 
 def parse_context(text: str) -> mx.Context:

@@ -79,7 +79,7 @@ class Explainer:
         _Preparation.release(self.net)
 
     def backprop(self, x, target: Target = None, layers: Sequence[LayerRef] = (),
-                 modes: Sequence[str] = ('normal',)) -> Backprop:
+                 modes: Sequence[str] = ('normal',), score: str = 'logits') -> Backprop:
         """Record one forward pass of ``x`` and back-propagate the target score once per mode.
 
         Parameters
@@ -93,8 +93,14 @@ class Explainer:
             Layers whose outputs and gradients to capture, by ``print(net)`` path, block name or block.
         modes : sequence of str
             Backward modes to sweep, any of ``'normal'``, ``'guided'``, ``'deconv'``.
+        score : str
+            What the target scores where the network ends in a softmax: ``'logits'`` (default) its input, as
+            keras-vis's linear swap does (a saturated softmax has vanishing gradients), or ``'output'`` the
+            probabilities themselves. Networks without a final softmax are scored on their output either way.
         """
         modes = tuple(dict.fromkeys(modes))
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; valid: {', '.join(SCORES)}")
         for mode in modes:
             if mode not in MODES:
                 raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
@@ -103,7 +109,8 @@ class Explainer:
         with self, Session(blocks.values()) as session:
             with autograd.record(train_mode=True):
                 output = self.net(session.make_input(x))
-                head, head_grad, classes = score_head(output, target)
+                scored = _scored(session, output, score)
+                head, head_grad, classes = score_head(scored, target)
         self._check_ran(session, blocks)
         _check_escapes(self.net, session, head, modes)
         gradients, input_gradients = {}, {}
@@ -115,6 +122,20 @@ class Explainer:
             input_gradients[mode] = session.input.grad.copy()
         activations = {name: session.captures[id(block)].leaf.detach() for name, block in blocks.items()}
         return Backprop(_detached(output), classes, activations, gradients, input_gradients)
+
+    def forward(self, x, layers: Sequence[LayerRef] = (), replace=None, score: str = 'logits'):
+        """The inference output (scored as in :meth:`backprop`) and the layers' outputs, without recording.
+
+        ``replace`` maps a layer to a function applied to its output before the rest of the network sees it (as
+        Ablation-CAM needs).
+        """
+        x = as_batch(self.net, x)
+        blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
+        replacements = {id(resolve(self.net, layer)): fn for layer, fn in (replace or {}).items()}
+        with self, Session(blocks.values(), replacements) as session:
+            output = _scored(session, self.net(x), score)
+        self._check_ran(session, blocks)
+        return output, {name: session.captures[id(block)].leaf for name, block in blocks.items()}
 
     @staticmethod
     def _check_ran(session: Session, blocks: Dict[str, Block]) -> None:
@@ -130,6 +151,14 @@ class Explainer:
             if not session.reached(block):
                 raise ValueError(f"the network's output does not depend on layer {name!r}: "
                                  "choose a layer on the path from the input to the output")
+
+
+SCORES = ('logits', 'output')
+
+
+def _scored(session: Session, output, score: str):
+    logits = session.logits_of(output) if score == 'logits' else None
+    return output if logits is None else logits
 
 
 def _detached(output):

@@ -82,7 +82,7 @@ def score_head(output, target: Target) -> Tuple[NDArray, NDArray, Optional[NDArr
         raise ValueError(f"class targets need an output of shape (N, classes); the network returns "
                          f"{getattr(output, 'shape', type(output).__name__)}: pass a function that maps the "
                          f"output to one score per sample")
-    classes = _classes(output, target)
+    classes = classes_for(output, target)
     return output, nd.one_hot(classes, output.shape[1], dtype=output.dtype), classes
 
 
@@ -91,7 +91,8 @@ def _batch_size(output) -> int:
     return first.shape[0]
 
 
-def _classes(output: NDArray, target) -> NDArray:
+def classes_for(output: NDArray, target) -> NDArray:
+    """One class per sample: the predicted one (None), one for all, or one each; checked against the output."""
     n, num_classes = output.shape
     if target is None:
         return nd.argmax(output.detach(), axis=1).astype('int64')

@@ -72,7 +72,14 @@ class RoutedF:
     def Activation(self, data, act_type=None, *args, **kwargs):  # noqa: N802 (MXNet's op name)
         if act_type == 'relu':
             return self._session().relu(data)
+        if act_type == 'softmax':
+            return self.softmax(data)
         return nd.Activation(data, act_type=act_type, *args, **kwargs)
+
+    def softmax(self, data, *args, **kwargs):
+        out = nd.softmax(data, *args, **kwargs)
+        self._session().softmax_inputs[id(out)] = (out, data)
+        return out
 
     def clip(self, data, a_min, a_max, *args, **kwargs):
         if a_min == 0 and a_max > 0:
@@ -91,15 +98,19 @@ class Session:
     """Records one forward pass for explanation; ``backward`` then runs one sweep per backward mode.
 
     Used as a context manager around the recorded forward pass; it is visible to blocks only in the thread that
-    entered it.
+    entered it. Outside ``autograd.record`` it runs the same inference function without cuts (for the forward-only
+    passes of Score-CAM and Ablation-CAM); ``replace`` maps ``id(block)`` to a function applied to that block's
+    output.
     """
 
-    def __init__(self, captured_blocks=()):
+    def __init__(self, captured_blocks=(), replace: Optional[Dict[int, Callable]] = None):
         self.captured = {id(block): block for block in captured_blocks}
         self.captures: Dict[int, _Cut] = {}
         self.ran = set()
         self.cuts: List[_Cut] = []
         self.input: Optional[NDArray] = None
+        self.replace = dict(replace or {})
+        self.softmax_inputs: Dict[int, tuple] = {}
         self.F = RoutedF(self)
         self._block_stack: list = []
         self._outer = None
@@ -126,6 +137,8 @@ class Session:
         finally:
             self._block_stack.pop()
         self.ran.add(id(block))
+        if id(block) in self.replace:
+            out = self.replace[id(block)](out)
         if id(block) in self.captured:
             out = self._capture(block, out)
         return out
@@ -133,10 +146,20 @@ class Session:
     def relu(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
         with autograd.pause():
             y = nd.relu(x) if upper is None else nd.clip(x, 0, upper)
+        if not autograd.is_recording():
+            return y
         self.cuts.append(_Cut(x, _leaf(y), self._current_block(), is_relu=True, upper=upper))
         return y
 
+    def logits_of(self, output):
+        """The input of the softmax that produced ``output``, or None if no softmax did."""
+        pair = self.softmax_inputs.get(id(output))
+        return pair[1] if pair is not None and pair[0] is output else None
+
     def _capture(self, block, out):
+        if not autograd.is_recording():
+            self.captures[id(block)] = _Cut(out, out, block)
+            return out
         if not isinstance(out, NDArray):
             raise ValueError(f"layer {block.name!r} returns {type(out).__name__}, not a single array; "
                              "capture a block that returns one array")

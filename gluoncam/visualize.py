@@ -3,6 +3,7 @@ from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
+from mxnet import nd
 
 from . import maps
 from .explainer import Explainer
@@ -55,6 +56,31 @@ def visualize(net, preprocessed_img, orig_img, conv_layer_name: LayerRef, class_
     if _is_batch(orig_img):
         return tuple(list(column) for column in zip(*out))
     return out[0]
+
+
+# how each method's raw map is drawn: over the image (CAMs), as a signed gradient image, or in gray
+RENDERING = {**{name: 'heatmap' for name in ('gradcam', 'gradcam++', 'xgradcam', 'hirescam', 'layercam', 'eigencam',
+                                             'scorecam', 'ablationcam')},
+             'guided-gradcam': 'gradient', 'guided-backprop': 'gradient', 'deconv': 'gradient',
+             'saliency': 'gray', 'input-x-gradient': 'gray', 'smoothgrad': 'gray', 'integrated-gradients': 'gray'}
+
+
+def render(image: Image, raw: np.ndarray, method: str, colormap: int = cv2.COLORMAP_JET, alpha: float = 0.5) -> Image:
+    """Any method's raw map for one image (h x w, H x W, or C x H x W, as the method functions return it) as a
+    picture the size of ``image``: CAMs blended over it, signed gradients as an image, the rest in gray
+    (``max_c |g|`` for C x H x W maps)."""
+    size = image.shape[:2]
+    kind = RENDERING[method]
+    if kind == 'heatmap':
+        return overlay(image, normalized(raw), colormap, alpha)
+    if kind == 'gradient':
+        return gradient_image(normalized(raw), size)
+    return gray_image(normalized(np.abs(raw).max(axis=0) if raw.ndim == 3 else raw), size)
+
+
+def normalized(values: np.ndarray) -> np.ndarray:
+    """One map scaled to [0, 1] by its min and max (all zeros if constant)."""
+    return maps.normalize(nd.array(values[None])).asnumpy()[0]
 
 
 def overlay(image: Image, heatmap: np.ndarray, colormap: int = cv2.COLORMAP_JET, alpha: float = 0.5) -> Image:

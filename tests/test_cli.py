@@ -56,6 +56,16 @@ def test_one_method_and_a_class_by_name(tmp_path, root, capsys):
                                   np.load(by_id / 'jellyfish_saliency.npy'))
 
 
+def test_every_family_of_methods_renders(tmp_path, root, capsys):
+    methods = 'gradcam++,layercam,eigencam,guided-backprop,deconv,input-x-gradient'
+    assert main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--method', methods]) == 0
+    assert np.load(tmp_path / 'jellyfish_gradcam++.npy').shape == (7, 7)
+    assert np.load(tmp_path / 'jellyfish_eigencam.npy').shape == (7, 7)
+    for name in ('guided_backprop', 'deconv', 'input_x_gradient'):
+        assert np.load(tmp_path / f'jellyfish_{name}.npy').shape == (3, 224, 224)
+    assert os.path.getsize(tmp_path / 'jellyfish.png') > 10000
+
+
 def test_unknown_class_names_suggest_close_ones(tmp_path, root, capsys):
     assert main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--class', 'snow leopardd']) == 2
     assert "did you mean 'snow leopard'" in capsys.readouterr().err
@@ -107,4 +117,4 @@ def test_unknown_options_exit_with_usage(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(['explain', PHOTO, '--method', 'lime'])
     assert exit_info.value.code == 2
-    assert "invalid choice: 'lime'" in capsys.readouterr().err
+    assert "unknown method 'lime'; valid: gradcam, gradcam++" in capsys.readouterr().err

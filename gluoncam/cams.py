@@ -1,0 +1,207 @@
+"""The CAM family: ``L = relu(sum_c W_c * A_c)`` over a layer's activations A (N x C x h x w).
+
+The methods differ only in the weights W (per channel, or per element); each class gives its formula. The
+gradient G is that of the target score S at the layer's output. Formulas follow pytorch-grad-cam.
+"""
+from typing import Callable, Dict, List, Sequence, Union
+
+from mxnet import nd
+from mxnet.ndarray import NDArray
+
+from . import maps
+from .explainer import Explainer
+from .inputs import Target, as_batch, classes_for
+from .layers import LayerRef, display_name
+
+EPSILON = 1e-7
+
+
+class CAMMethod:
+    """Base: ``relu(sum_c weights(A, G) * A)``; subclasses define ``weights``."""
+    needs_gradient = True
+
+    def __call__(self, activation: NDArray, gradient: NDArray, scorer: 'Scorer') -> NDArray:
+        maps._check_4d(activation)
+        return nd.relu((self.weights(activation, gradient, scorer) * activation).sum(axis=1))
+
+    def weights(self, activation: NDArray, gradient: NDArray, scorer: 'Scorer') -> NDArray:
+        raise NotImplementedError
+
+
+class GradCAM(CAMMethod):
+    """Grad-CAM (Selvaraju et al. 2017): ``W_c = mean_ij G_cij``."""
+
+    def weights(self, activation, gradient, scorer):
+        return gradient.mean(axis=(2, 3), keepdims=True)
+
+
+class GradCAMPlusPlus(CAMMethod):
+    """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19, with exp(S)'s derivatives written as powers of G):
+    ``alpha_cij = G^2 / (2 G^2 + sum_ab A_cab * G^3)`` (0 where G = 0), ``W_c = sum_ij alpha_cij * relu(G_cij)``."""
+
+    def weights(self, activation, gradient, scorer):
+        square = gradient ** 2
+        denominator = 2 * square + activation.sum(axis=(2, 3), keepdims=True) * square * gradient
+        alpha = nd.where(gradient != 0, square / (denominator + EPSILON), nd.zeros_like(gradient))
+        return (alpha * nd.relu(gradient)).sum(axis=(2, 3), keepdims=True)
+
+
+class XGradCAM(CAMMethod):
+    """XGrad-CAM (Fu et al. 2020): ``W_c = sum_ij A_cij G_cij / sum_ij A_cij``."""
+
+    def weights(self, activation, gradient, scorer):
+        total = activation.sum(axis=(2, 3), keepdims=True)
+        return (activation * gradient).sum(axis=(2, 3), keepdims=True) / (total + EPSILON)
+
+
+class HiResCAM(CAMMethod):
+    """HiResCAM (Draelos & Carin 2020): elementwise ``W = G``, so ``L = relu(sum_c G_c * A_c)``."""
+
+    def weights(self, activation, gradient, scorer):
+        return gradient
+
+
+class LayerCAM(CAMMethod):
+    """Layer-CAM (Jiang et al. 2021): elementwise ``W = relu(G)``."""
+
+    def weights(self, activation, gradient, scorer):
+        return nd.relu(gradient)
+
+
+class EigenCAM(CAMMethod):
+    """Eigen-CAM (Muhammad & Yeasin 2020): the projection of A (centred over positions) on its first principal
+    component; no gradient. The component's sign is chosen so that the map correlates positively with the mean
+    activation (an SVD's sign is arbitrary)."""
+    needs_gradient = False
+
+    def __call__(self, activation, gradient, scorer):
+        maps._check_4d(activation)
+        n, c, h, w = activation.shape
+        positions = activation.reshape((n, c, h * w)).transpose((0, 2, 1))  # N x hw x C
+        centred = positions - positions.mean(axis=1, keepdims=True)
+        covariance = nd.linalg.gemm2(centred, centred, transpose_a=True)  # N x C x C
+        vectors, _ = nd.linalg.syevd(covariance.astype('float64'))  # rows, eigenvalues ascending
+        top = vectors[:, -1, :].astype(activation.dtype).expand_dims(2)  # N x C x 1
+        projection = nd.linalg.gemm2(centred, top)[:, :, 0]  # N x hw
+        mean = positions.mean(axis=2)
+        sign = nd.sign(((projection - projection.mean(axis=1, keepdims=True)) * mean).sum(axis=1, keepdims=True))
+        sign = nd.where(sign == 0, nd.ones_like(sign), sign)
+        return nd.relu(projection * sign).reshape((n, h, w))
+
+
+class ScoreCAM(CAMMethod):
+    """Score-CAM (Wang et al. 2020), as pytorch-grad-cam: each channel, upsampled to the input and scaled to
+    [0, 1], masks the input; ``s_c = S(x * mask_c)`` and ``W = softmax_c(s)``. No gradient; N x C forward passes,
+    batched."""
+    needs_gradient = False
+
+    def weights(self, activation, gradient, scorer):
+        masks = maps.normalize(maps.upsample(_channels_as_maps(activation), scorer.input_size))  # NC x H x W
+        n, c = activation.shape[:2]
+        inputs = scorer.repeated_input(c) * masks.expand_dims(1)
+        scores = scorer.scores(inputs, repeats=c).reshape((n, c))
+        return nd.softmax(scores, axis=1).reshape((n, c, 1, 1))
+
+
+class AblationCAM(CAMMethod):
+    """Ablation-CAM (Desai & Ramaswamy 2020): ``W_c = (S - S_c) / S`` with ``S_c`` the score when channel c of
+    the layer's output is zeroed. No gradient; N x C forward passes, batched."""
+    needs_gradient = False
+
+    def weights(self, activation, gradient, scorer):
+        n, c = activation.shape[:2]
+        keep = 1 - nd.one_hot(nd.arange(c, ctx=activation.context).tile(n), c, dtype=activation.dtype)
+        ablated = scorer.scores(scorer.repeated_input(c), repeats=c, layer_mask=keep.reshape((n * c, c, 1, 1)))
+        original = scorer.original.reshape((n, 1))
+        safe = nd.where(nd.abs(original) < EPSILON, EPSILON * nd.ones_like(original), original)
+        return ((original - ablated.reshape((n, c))) / safe).reshape((n, c, 1, 1))
+
+
+def _channels_as_maps(activation: NDArray) -> NDArray:
+    n, c, h, w = activation.shape
+    return activation.reshape((n * c, h, w))
+
+
+CAM_METHODS: Dict[str, Callable[[], CAMMethod]] = {
+    'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'xgradcam': XGradCAM, 'hirescam': HiResCAM,
+    'layercam': LayerCAM, 'eigencam': EigenCAM, 'scorecam': ScoreCAM, 'ablationcam': AblationCAM,
+}
+
+
+class Scorer:
+    """Forward-only target scores for the batched passes of Score-CAM and Ablation-CAM."""
+
+    def __init__(self, explainer: Explainer, x: NDArray, classes, target: Target, layer: LayerRef, score: str,
+                 batch_size: int, original: NDArray):
+        self.explainer, self.x, self.classes, self.target = explainer, x, classes, target
+        self.layer, self.score, self.batch_size, self.original = layer, score, batch_size, original
+        self.input_size = x.shape[2:]
+
+    def repeated_input(self, repeats: int) -> NDArray:
+        return nd.repeat(self.x, repeats, axis=0)
+
+    def scores(self, inputs: NDArray, repeats: int, layer_mask: NDArray = None) -> NDArray:
+        """The target score of each row of ``inputs`` (row r belongs to sample r // repeats)."""
+        out = []
+        for start in range(0, inputs.shape[0], self.batch_size):
+            rows = slice(start, min(start + self.batch_size, inputs.shape[0]))
+            replace = None
+            if layer_mask is not None:
+                mask = layer_mask[rows]
+                replace = {self.layer: lambda value, mask=mask: value * mask}
+            output, _ = self.explainer.forward(inputs[rows], replace=replace, score=self.score)
+            out.append(target_scores(output, self.target, self.classes, rows, repeats))
+        return nd.concat(*out, dim=0)
+
+
+def target_scores(output: NDArray, target: Target, classes, rows: slice, repeats: int = 1) -> NDArray:
+    """The target score of each output row; row r belongs to sample ``(rows.start + r) // repeats``."""
+    if callable(target):
+        return target(output)
+    sample = nd.floor(nd.arange(rows.start, rows.stop, ctx=output.context) / repeats)
+    return nd.pick(output, nd.take(classes.astype('float32'), sample), axis=1)
+
+
+def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: str = 'gradcam', target: Target = None,
+        score: str = 'logits', batch_size: int = 32) -> NDArray:
+    """A CAM-family map: one forward and one backward pass, or (Eigen-, Score-, Ablation-CAM) forward passes only.
+
+    Parameters
+    ----------
+    layers : str, Block, or a sequence of them
+        One layer: its raw map, N x h x w. Several: each layer's map scaled to [0, 1] and upsampled to the
+        input, then averaged into one N x H x W map.
+    method : str
+        One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
+        ``scorecam``, ``ablationcam``.
+    target, score :
+        As in :meth:`Explainer.backprop`.
+    batch_size : int
+        Rows per forward pass for Score-CAM and Ablation-CAM.
+    """
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join(CAM_METHODS)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    single = not isinstance(layers, (list, tuple))
+    layer_list: List[LayerRef] = [layers] if single else list(layers)
+    x = as_batch(net, x)
+    weighting = CAM_METHODS[method]()
+    with Explainer(net) as explainer:
+        if weighting.needs_gradient:
+            result = explainer.backprop(x, target, layer_list, ('normal',), score=score)
+            activations, gradients, scorer = result.activations, result.gradients['normal'], None
+        else:
+            output, activations = explainer.forward(x, layer_list, score=score)
+            classes = None if callable(target) else classes_for(output, target)
+            original = target_scores(output, target, classes, slice(0, x.shape[0]))
+            gradients = {}
+        cams = []
+        for layer in layer_list:
+            name = display_name(layer)
+            if not weighting.needs_gradient:
+                scorer = Scorer(explainer, x, classes, target, layer, score, batch_size, original)
+            cams.append(weighting(activations[name], gradients.get(name), scorer))
+    if single:
+        return cams[0]
+    return nd.add_n(*[maps.normalize(maps.upsample(c, x.shape[2:])) for c in cams]) / len(cams)
