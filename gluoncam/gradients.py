@@ -43,7 +43,7 @@ def smoothgrad(net, x, target: Target = None, noise_level: float = 0.15, samples
         raise ValueError("samples and batch_size must be at least 1 and noise_level non-negative")
     x = as_batch(net, x)
     n = x.shape[0]
-    span = (x.reshape((n, -1)).max(axis=1) - x.reshape((n, -1)).min(axis=1)).reshape((n, 1, 1, 1))
+    span = (x.reshape((n, -1)).max(axis=1) - x.reshape((n, -1)).min(axis=1)).reshape((n,) + (1,) * (x.ndim - 1))
     rows = nd.repeat(x, samples, axis=0)
     noise = np.random.default_rng(seed).standard_normal(rows.shape, dtype=np.float32)  # a local generator
     noisy = rows + nd.array(noise, ctx=x.context, dtype=x.dtype) * nd.repeat(span * noise_level, samples, axis=0)
@@ -69,7 +69,7 @@ def integrated_gradients(net, x, target: Target = None, baseline=None, steps: in
     alphas = (nd.arange(steps, ctx=x.context, dtype=x.dtype) + 0.5) / steps
     delta_x = x - baseline
     path = nd.repeat(baseline, steps, axis=0) + nd.repeat(delta_x, steps, axis=0) * \
-        alphas.tile(n).reshape((n * steps, 1, 1, 1))
+        alphas.tile(n).reshape((n * steps,) + (1,) * (x.ndim - 1))
     targets = _row_targets(net, x, target, steps)
     grads = _batched_gradients(net, path, targets, 'normal', batch_size, score)
     attributions = delta_x * grads.reshape((n, steps) + x.shape[1:]).mean(axis=1)
