@@ -37,12 +37,16 @@ class GradCAM(CAMMethod):
 
 class GradCAMPlusPlus(CAMMethod):
     """Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19, with exp(S)'s derivatives written as powers of G):
-    ``alpha_cij = G^2 / (2 G^2 + sum_ab A_cab * G^3)`` (0 where G = 0), ``W_c = sum_ij alpha_cij * relu(G_cij)``."""
+    ``alpha_cij = G^2 / (2 G^2 + sum_ab A_cab * G^3)`` (0 where G = 0), ``W_c = sum_ij alpha_cij * relu(G_cij)``.
+
+    Computed as ``alpha = 1 / (2 + sum_ab A_cab * G_cij)``, the same where G != 0, so that no epsilon added to a
+    denominator of order G^2 distorts small gradients (0 where that denominator vanishes)."""
 
     def weights(self, activation, gradient, scorer):
-        square = gradient ** 2
-        denominator = 2 * square + activation.sum(axis=(2, 3), keepdims=True) * square * gradient
-        alpha = nd.where(gradient != 0, square / (denominator + EPSILON), nd.zeros_like(gradient))
+        denominator = 2 + activation.sum(axis=(2, 3), keepdims=True) * gradient
+        defined = (gradient != 0) * (nd.abs(denominator) > EPSILON)
+        alpha = nd.where(defined, 1 / nd.where(defined, denominator, nd.ones_like(denominator)),
+                         nd.zeros_like(gradient))
         return (alpha * nd.relu(gradient)).sum(axis=(2, 3), keepdims=True)
 
 
@@ -169,8 +173,8 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: str = 'grad
     Parameters
     ----------
     layers : str, Block, or a sequence of them
-        One layer: its raw map, N x h x w. Several: each layer's map scaled to [0, 1] and upsampled to the
-        input, then averaged into one N x H x W map.
+        One layer: its raw map, N x h x w. Several: each layer's map upsampled to the input, then scaled to
+        [0, 1], then averaged into one N x H x W map.
     method : str
         One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
         ``scorecam``, ``ablationcam``.

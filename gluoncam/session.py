@@ -11,6 +11,7 @@ import weakref
 from typing import Callable, Dict, List, Optional
 
 from mxnet import autograd, nd
+from mxnet.gluon.nn import HybridLambda
 from mxnet.ndarray import NDArray
 
 MODES = ('normal', 'guided', 'deconv')
@@ -72,14 +73,16 @@ class RoutedF:
     def Activation(self, data, act_type=None, *args, **kwargs):  # noqa: N802 (MXNet's op name)
         if act_type == 'relu':
             return self._session().relu(data)
-        if act_type == 'softmax':
-            return self.softmax(data)
         return nd.Activation(data, act_type=act_type, *args, **kwargs)
 
     def softmax(self, data, *args, **kwargs):
-        out = nd.softmax(data, *args, **kwargs)
-        self._session().softmax_inputs[id(out)] = (out, data)
-        return out
+        return self._session().remember_logits(nd.softmax(data, *args, **kwargs), data)
+
+    def log_softmax(self, data, *args, **kwargs):
+        return self._session().remember_logits(nd.log_softmax(data, *args, **kwargs), data)
+
+    def SoftmaxActivation(self, data, *args, **kwargs):  # noqa: N802
+        return self._session().remember_logits(nd.SoftmaxActivation(data, *args, **kwargs), data)
 
     def clip(self, data, a_min, a_max, *args, **kwargs):
         if a_min == 0 and a_max > 0:
@@ -131,6 +134,10 @@ class Session:
     def run_block(self, block, hybrid_forward: Callable, x, args, params):
         """Run a block's ``hybrid_forward`` with the routed F and detached parameters; capture its output."""
         params = {name: value.detach() for name, value in params.items()}
+        if isinstance(block, HybridLambda) and 'func_dict' in block._func.__code__.co_freevars:
+            # a HybridLambda made from an op's name looks F up in a dict of MXNet's modules
+            name = block._func_name
+            hybrid_forward = lambda F, *inputs: getattr(F, name)(*inputs)  # noqa: E731
         self._block_stack.append(block)
         try:
             out = hybrid_forward(self.F, x, *args, **params)
@@ -150,6 +157,10 @@ class Session:
             return y
         self.cuts.append(_Cut(x, _leaf(y), self._current_block(), is_relu=True, upper=upper))
         return y
+
+    def remember_logits(self, probabilities: NDArray, logits: NDArray) -> NDArray:
+        self.softmax_inputs[id(probabilities)] = (probabilities, logits)
+        return probabilities
 
     def logits_of(self, output):
         """The input of the softmax that produced ``output``, or None if no softmax did."""
