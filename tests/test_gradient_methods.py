@@ -10,21 +10,9 @@ import gluoncam
 from gluoncam import gradients as G
 from gluoncam import modifiers
 from conftest import batch, small_net
+from test_gradients import float64_twin, predict
 
 CLASSES = [1, 3, 0]
-
-
-def float64_twin(net):
-    """The same network in float64, where central differences are accurate (see test_gradients.py)."""
-    twin = small_net()
-    for (_, param), (_, own) in zip(twin.collect_params().items(), net.collect_params().items()):
-        param.set_data(own.data())
-    twin.cast('float64')
-    return twin
-
-
-def predict(net, x):
-    return net(nd.array(x, dtype='float64')).asnumpy()
 
 
 def linear_net(classes=5, seed=0):
