@@ -71,7 +71,7 @@ def test_a_file_with_an_unknown_sha1_is_not_used(data_root, tmp_path, monkeypatc
     os.unlink(tmp_path / 't10k-labels-idx1-ubyte.gz')
     (tmp_path / 't10k-labels-idx1-ubyte.gz').write_bytes(b'not the labels')
     calls = []
-    monkeypatch.setattr(mx_datasets, 'download', 
+    monkeypatch.setattr(mx_datasets, 'download',
                         lambda url, path, sha1_hash, **kw: calls.append(url) or _no_download(url, path, sha1_hash))
     with pytest.raises(RuntimeError, match='known sha1'):
         MNIST(str(tmp_path), train=False)
