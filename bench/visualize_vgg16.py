@@ -19,7 +19,9 @@ import time
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, nd
+from mxnet import nd
+
+from baseline import user_backward  # bench/ is on sys.path when a script here runs
 
 import gluoncam
 
@@ -86,14 +88,7 @@ def main(argv=None):
             out.wait_to_read()
 
         def baseline():
-            # A user's own backward: parameter gradients computed (grad_req 'write'), plus the input gradient.
-            # train_mode=False keeps Dropout off, as in inference and as in gluoncam's recorded pass.
-            xg = x.copy()
-            xg.attach_grad()
-            with autograd.record(train_mode=False):
-                out = net(xg)
-            out.backward(nd.one_hot(out.argmax(axis=1), out.shape[1]))
-            nd.waitall()
+            user_backward(net, x)
 
 
         explainer = gluoncam.Explainer(net)

@@ -53,11 +53,12 @@ class _AcceptingMixin:
                 f'or set GLUONCAM_DATA to a folder that holds {self._namespace}/.') from err
 
     def _local_sha1(self, name: str, stock_sha1: str) -> str:
-        """The sha1 to check ``name`` against: the local file's own when it is an accepted one."""
+        """The sha1 MXNet's download checks ``name`` against: an extra accepted one when the local file has it,
+        else the stock one (MXNet then uses a matching local file, or downloads)."""
         path = os.path.join(self._root, name)
-        for sha1 in (stock_sha1, self._extra_sha1s.get(name)):
-            if sha1 and os.path.isfile(path) and check_sha1(path, sha1):
-                return sha1
+        extra = self._extra_sha1s.get(name)
+        if extra and os.path.isfile(path) and check_sha1(path, extra):
+            return extra
         return stock_sha1
 
 

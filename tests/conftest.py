@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import mxnet as mx
@@ -40,6 +41,24 @@ def net():
 @pytest.fixture
 def x():
     return batch()
+
+
+@contextlib.contextmanager
+def parameters_untouched(net):
+    """Whatever runs inside the block must leave every parameter of ``net`` (BatchNorm's running statistics
+    included) with the same data and grad_req, and write no gradient: each is set to 7 before and checked after."""
+    params = net.collect_params()
+    for param in params.values():
+        if param.grad_req != 'null':
+            param.grad()[:] = 7
+    before = {name: param.data().asnumpy().copy() for name, param in params.items()}
+    reqs = {name: param.grad_req for name, param in params.items()}
+    yield params
+    for name, param in params.items():
+        assert param.grad_req == reqs[name]
+        np.testing.assert_array_equal(param.data().asnumpy(), before[name], err_msg=name)
+        if param.grad_req != 'null':
+            assert (param.grad().asnumpy() == 7).all(), f"{name}'s gradient was computed"
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -40,57 +40,44 @@ def _relu(a):
     return np.maximum(a, 0)
 
 
-def ref_gradcam(A, G):
+def _weighted_sum(A, G, weight):
+    """relu(sum_k weight(A_k, G_k) * A_k), one sample and one channel at a time; ``weight`` gives a scalar (one
+    weight per channel) or a map (one per position)."""
     n, c = A.shape[:2]
     out = np.zeros((n,) + A.shape[2:])
     for i in range(n):
         for k in range(c):
-            out[i] += G[i, k].mean() * A[i, k]
+            out[i] += weight(A[i, k], G[i, k]) * A[i, k]
     return _relu(out)
+
+
+def ref_gradcam(A, G):
+    return _weighted_sum(A, G, lambda a, g: g.mean())
+
+
+def _gradcam_plus_plus_weight(a, g):
+    """The documented formula, alpha = G^2 / (2 G^2 + sum A G^3), with no epsilon; weight sum(alpha relu(G))."""
+    denominator = 2 * g ** 2 + a.sum() * g ** 3
+    alpha = np.zeros_like(g)
+    nonzero = g != 0
+    alpha[nonzero] = g[nonzero] ** 2 / denominator[nonzero]
+    return (alpha * _relu(g)).sum()
 
 
 def ref_gradcam_plus_plus(A, G):
-    """The documented formula, G^2 / (2 G^2 + sum A G^3), with no epsilon."""
-    n, c = A.shape[:2]
-    out = np.zeros((n,) + A.shape[2:])
-    for i in range(n):
-        for k in range(c):
-            g = G[i, k]
-            denominator = 2 * g ** 2 + A[i, k].sum() * g ** 3
-            alpha = np.zeros_like(g)
-            nonzero = g != 0
-            alpha[nonzero] = g[nonzero] ** 2 / denominator[nonzero]
-            out[i] += (alpha * _relu(g)).sum() * A[i, k]
-    return _relu(out)
+    return _weighted_sum(A, G, _gradcam_plus_plus_weight)
 
 
 def ref_xgradcam(A, G):
-    n, c = A.shape[:2]
-    out = np.zeros((n,) + A.shape[2:])
-    for i in range(n):
-        for k in range(c):
-            total = A[i, k].sum()
-            weight = (A[i, k] * G[i, k]).sum() / total if total != 0 else 0.0
-            out[i] += weight * A[i, k]
-    return _relu(out)
+    return _weighted_sum(A, G, lambda a, g: (a * g).sum() / a.sum() if a.sum() != 0 else 0.0)
 
 
 def ref_hirescam(A, G):
-    n, c = A.shape[:2]
-    out = np.zeros((n,) + A.shape[2:])
-    for i in range(n):
-        for k in range(c):
-            out[i] += G[i, k] * A[i, k]
-    return _relu(out)
+    return _weighted_sum(A, G, lambda a, g: g)
 
 
 def ref_layercam(A, G):
-    n, c = A.shape[:2]
-    out = np.zeros((n,) + A.shape[2:])
-    for i in range(n):
-        for k in range(c):
-            out[i] += _relu(G[i, k]) * A[i, k]
-    return _relu(out)
+    return _weighted_sum(A, G, lambda a, g: _relu(g))
 
 
 REFERENCES = {'gradcam': ref_gradcam, 'gradcam++': ref_gradcam_plus_plus, 'xgradcam': ref_xgradcam,
