@@ -47,8 +47,9 @@ class Explainer:
 
     Each call records one forward pass in which every ReLU and every requested layer is a cut, then runs one
     backward sweep per requested mode (``'normal'``, ``'guided'``, ``'deconv'``). Parameter gradients are
-    never computed and ``grad_req`` is left alone; BatchNorm uses its running statistics (left unchanged) and
-    Dropout is off, exactly as in inference. A hybridized network runs imperatively during the call.
+    never computed and ``grad_req`` is left alone. The network runs exactly as in inference: its own code sees
+    ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout is off.
+    A hybridized network runs imperatively during the call.
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
@@ -107,7 +108,7 @@ class Explainer:
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
         with self, Session(blocks.values()) as session:
-            with autograd.record(train_mode=True):
+            with autograd.record(train_mode=False):
                 output = self.net(session.make_input(x))
                 scored = _scored(session, output, score)
                 head, head_grad, classes = score_head(scored, target)
@@ -132,7 +133,7 @@ class Explainer:
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
         replacements = {id(resolve(self.net, layer)): fn for layer, fn in (replace or {}).items()}
-        with self, Session(blocks.values(), replacements) as session:
+        with self, Session(blocks.values(), replacements) as session, autograd.predict_mode():
             output = _scored(session, self.net(x), score)
         self._check_ran(session, blocks)
         return output, {name: session.captures[id(block)].leaf for name, block in blocks.items()}
@@ -167,22 +168,23 @@ def _detached(output):
     return output.detach() if isinstance(output, NDArray) else output
 
 
-_ESCAPES = {'relu': 'ReLU', 'Dropout': 'Dropout', 'BatchNorm': 'BatchNorm'}
 # What each network's first explanation found out of reach. Inspecting the recording is done once per network:
 # MXNet's Symbol.tojson leaks about 2 KB a call.
 _escapes_found: 'weakref.WeakKeyDictionary[Block, list]' = weakref.WeakKeyDictionary()
 
 
 def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:
-    """ReLU, Dropout and BatchNorm ops outside gluoncam's reach (e.g. ``mx.nd.relu`` called by a plain Block)
-    would make maps wrong: Dropout and BatchNorm raise, ReLUs warn when a guided or deconv map is asked for."""
+    """ReLU and max-pooling ops outside gluoncam's reach (e.g. ``mx.nd.relu`` called by a plain Block) would make
+    maps wrong: max pooling raises (its gradient would be wrong on MKLDNN), ReLUs warn when a guided or deconv
+    map is asked for. Other ops out of reach run as in inference, since the forward pass is recorded in predict
+    mode."""
     if net not in _escapes_found:
         _escapes_found[net] = _find_escapes(session, head)
     for kind, where in _escapes_found[net]:
-        if kind in ('Dropout', 'BatchNorm'):
-            raise RuntimeError(f"a {kind} op runs {where} outside gluoncam's reach (called directly, not through "
-                               f"F in a HybridBlock), so it would run in training mode; make it a HybridBlock "
-                               f"that calls F.{kind}")
+        if kind == 'max pooling':
+            raise RuntimeError(f"a max pooling op runs {where} outside gluoncam's reach (called directly, not "
+                               f"through F in a HybridBlock), so MKLDNN would back-propagate wrong values through "
+                               f"it; make it a HybridBlock that calls F.Pooling (or use nn.MaxPool2D)")
         if set(modes) - {'normal'}:
             warnings.warn(f"a ReLU {where} is outside gluoncam's reach (called directly, not through F in a "
                           f"HybridBlock); guided and deconv gradients treat it as a normal ReLU", stacklevel=3)
@@ -204,13 +206,13 @@ def _find_escapes(session: Session, head: NDArray) -> list:
 
 def _escape_kind(node) -> Optional[str]:
     op, attrs = node['op'], node.get('attrs') or {}
-    if op == 'Activation' and attrs.get('act_type') == 'relu':
+    if op == 'Activation' and attrs.get('act_type') == 'relu' or op == 'relu':
         return 'ReLU'
     if op == 'clip' and float(attrs.get('a_min', 'nan')) == 0:
         return 'ReLU'
-    if op == 'BatchNorm' and attrs.get('use_global_stats') == 'True':
-        return None
-    return _ESCAPES.get(op)
+    if op == 'Pooling' and attrs.get('pool_type') == 'max' and 'cudnn_off' not in attrs:  # see RoutedF.Pooling
+        return 'max pooling'
+    return None
 
 
 class _Preparation:

@@ -81,10 +81,16 @@ def convert(net: HybridBlock) -> HybridBlock:
 
 
 def walk(block):
-    """The block and all its descendants, parents before children."""
-    yield block
-    for child in block._children.values():
-        yield from walk(child)
+    """The block and all its descendants, parents before children, in definition order; a block that is a child
+    of several parents (one ``Activation`` reused in many places, say) once."""
+    seen, stack = set(), [block]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack.extend(reversed(list(current._children.values())))
 
 
 def intercept(block: HybridBlock) -> Callable[[], None]:

@@ -53,10 +53,10 @@ class _Cut:
 class RoutedF:
     """``mxnet.ndarray`` as seen by a block during an explanation.
 
-    ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6) become cuts, BatchNorm always
-    normalises with its running statistics (which it then leaves untouched) and Dropout is the identity: the
-    forward pass is the network's inference function, recorded in train mode (the mode in which MKLDNN's max
-    pooling back-propagates correctly).
+    The forward pass is recorded in predict mode, so the network's own code sees ``autograd.is_training()`` False
+    and runs its inference path. ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6)
+    become cuts; BatchNorm normalises with its running statistics (which it leaves untouched); pooling alone runs
+    in train mode, the mode in which MKLDNN's max pooling keeps what its backward pass needs.
     """
 
     def __init__(self, session: 'Session'):
@@ -93,8 +93,13 @@ class RoutedF:
         kwargs['use_global_stats'] = True
         return nd.BatchNorm(*args, **kwargs)
 
-    def Dropout(self, data, *args, **kwargs):  # noqa: N802
-        return data
+    def Pooling(self, data, *args, **kwargs):  # noqa: N802
+        # The pip build's MKLDNN max pooling, run in predict mode, keeps no argmax workspace and back-propagates
+        # wrong values; train mode changes nothing else about pooling. cudnn_off, passed at its default, marks
+        # the op as routed for the check of ops out of reach (recorded graphs keep an op's attributes only).
+        kwargs.setdefault('cudnn_off', False)
+        with autograd.train_mode():
+            return nd.Pooling(data, *args, **kwargs)
 
 
 class Session:
@@ -227,4 +232,5 @@ def _leaf(value: NDArray) -> NDArray:
 
 
 def _backward(head: NDArray, head_grad: NDArray) -> None:
-    autograd.backward([head], [head_grad], retain_graph=True, train_mode=True)
+    # predict mode, as recorded: in train mode a BatchNorm op's backward would use (and store) batch statistics
+    autograd.backward([head], [head_grad], retain_graph=True, train_mode=False)

@@ -264,9 +264,9 @@ def test_functional_relus_in_foreign_blocks_are_guided():
 class DirectCalls(Block):
     """A plain Block calling mx.nd directly: out of gluoncam's reach."""
 
-    def __init__(self, dropout=False):
+    def __init__(self, dropout=False, max_pool=False):
         super().__init__()
-        self.dropout = dropout
+        self.dropout, self.max_pool = dropout, max_pool
         with self.name_scope():
             self.conv = gluoncam.Conv2D(4, 3, in_channels=3)
             self.dense = gluoncam.Dense(2)
@@ -275,6 +275,8 @@ class DirectCalls(Block):
         y = nd.relu(self.conv(x))
         if self.dropout:
             y = nd.Dropout(y, p=0.5)
+        if self.max_pool:
+            y = nd.Pooling(y, kernel=(2, 2), stride=(2, 2), pool_type='max')
         return self.dense(y)
 
 
@@ -288,10 +290,23 @@ def test_relus_out_of_reach_warn_and_name_the_place():
         gluoncam.Explainer(net).backprop(batch(), modes=('normal',))
 
 
-def test_dropout_out_of_reach_is_refused():
+def test_dropout_out_of_reach_runs_as_in_inference():
     net = DirectCalls(dropout=True)
     net.initialize()
-    with pytest.raises(RuntimeError, match="Dropout op runs .* outside gluoncam's reach"):
+    plain = DirectCalls()
+    plain.conv, plain.dense = net.conv, net.dense
+    x = batch()
+    with_dropout = gluoncam.Explainer(net).backprop(x)
+    without = gluoncam.Explainer(plain).backprop(x)
+    np.testing.assert_array_equal(with_dropout.output.asnumpy(), without.output.asnumpy())
+    np.testing.assert_array_equal(with_dropout.input_gradients['normal'].asnumpy(),
+                                  without.input_gradients['normal'].asnumpy())
+
+
+def test_max_pooling_out_of_reach_is_refused():
+    net = DirectCalls(max_pool=True)
+    net.initialize()
+    with pytest.raises(RuntimeError, match="max pooling op runs before the output outside gluoncam's reach"):
         gluoncam.Explainer(net).backprop(batch())
 
 
