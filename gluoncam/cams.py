@@ -19,6 +19,7 @@ EPSILON = 1e-7
 class CAMMethod:
     """Base: ``relu(sum_c weights(A, G) * A)``; subclasses define ``weights``."""
     needs_gradient = True
+    needs_scores = False  # forward passes scoring the target on modified inputs or layers
 
     def __call__(self, activation: NDArray, gradient: NDArray, scorer: 'Scorer') -> NDArray:
         maps._check_4d(activation)
@@ -98,6 +99,7 @@ class ScoreCAM(CAMMethod):
     [0, 1], masks the input; ``s_c = S(x * mask_c)`` and ``W = softmax_c(s)``. No gradient; N x C forward passes,
     batched."""
     needs_gradient = False
+    needs_scores = True
 
     def weights(self, activation, gradient, scorer):
         masks = maps.normalize(maps.upsample(_channels_as_maps(activation), scorer.input_size))  # NC x H x W
@@ -111,6 +113,7 @@ class AblationCAM(CAMMethod):
     """Ablation-CAM (Desai & Ramaswamy 2020): ``W_c = (S - S_c) / S`` with ``S_c`` the score when channel c of
     the layer's output is zeroed. No gradient; N x C forward passes, batched."""
     needs_gradient = False
+    needs_scores = True
 
     def weights(self, activation, gradient, scorer):
         n, c = activation.shape[:2]
@@ -194,17 +197,18 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: str = 'grad
     with Explainer(net) as explainer:
         if weighting.needs_gradient:
             result = explainer.backprop(x, target, layer_list, ('normal',), score=score)
-            activations, gradients, scorer = result.activations, result.gradients['normal'], None
+            activations, gradients = result.activations, result.gradients['normal']
         else:
             output, activations = explainer.forward(x, layer_list, score=score)
-            classes = None if callable(target) else classes_for(output, target)
-            original = target_scores(output, target, classes, slice(0, x.shape[0]))
+            if weighting.needs_scores:
+                classes = None if callable(target) else classes_for(output, target)
+                original = target_scores(output, target, classes, slice(0, x.shape[0]))
             gradients = {}
         cams = []
         for layer in layer_list:
             name = display_name(layer)
-            if not weighting.needs_gradient:
-                scorer = Scorer(explainer, x, classes, target, layer, score, batch_size, original)
+            scorer = Scorer(explainer, x, classes, target, layer, score, batch_size, original) \
+                if weighting.needs_scores else None
             cams.append(weighting(activations[name], gradients.get(name), scorer))
     if single:
         return cams[0]

@@ -3,7 +3,7 @@ import json
 import threading
 import warnings
 import weakref
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mxnet import autograd
 from mxnet.gluon import Block, HybridBlock, SymbolBlock
@@ -99,6 +99,13 @@ class Explainer:
             keras-vis's linear swap does (a saturated softmax has vanishing gradients), or ``'output'`` the
             probabilities themselves. Networks without a final softmax are scored on their output either way.
         """
+        return self.backprop_each(x, [target], layers, modes, score)[0]
+
+    def backprop_each(self, x, targets: Sequence[Target], layers: Sequence[LayerRef] = (),
+                      modes: Sequence[str] = ('normal',), score: str = 'logits') -> List[Backprop]:
+        """:meth:`backprop` for several targets from one recorded forward pass: one :class:`Backprop` per target,
+        each with its own sweeps (the output and activations are shared). Several classes, or every detected box
+        of a detector (:class:`gluoncam.targets.DetectionScore`), cost one forward pass."""
         modes = tuple(dict.fromkeys(modes))
         if score not in SCORES:
             raise ValueError(f"unknown score {score!r}; valid: {', '.join(SCORES)}")
@@ -111,18 +118,21 @@ class Explainer:
             with autograd.record(train_mode=False):
                 output = self.net(session.make_input(x))
                 scored = _scored(session, output, score)
-                head, head_grad, classes = score_head(scored, target)
+                heads = [score_head(scored, target) for target in targets]
         self._check_ran(session, blocks)
-        _check_escapes(self.net, session, head, modes)
-        gradients, input_gradients = {}, {}
-        for mode in modes:
-            session.backward(head, head_grad, mode)
-            self._check_reached(session, blocks)
-            gradients[mode] = {name: session.captures[id(block)].leaf.grad.copy()
-                               for name, block in blocks.items()}
-            input_gradients[mode] = session.input.grad.copy()
+        _check_escapes(self.net, session, heads[0][0], modes)
         activations = {name: session.captures[id(block)].leaf.detach() for name, block in blocks.items()}
-        return Backprop(_detached(output), classes, activations, gradients, input_gradients)
+        results, inference_output = [], _detached(output)
+        for head, head_grad, classes in heads:
+            gradients, input_gradients = {}, {}
+            for mode in modes:
+                session.backward(head, head_grad, mode)
+                self._check_reached(session, blocks)
+                gradients[mode] = {name: session.captures[id(block)].leaf.grad.copy()
+                                   for name, block in blocks.items()}
+                input_gradients[mode] = session.input.grad.copy()
+            results.append(Backprop(inference_output, classes, activations, gradients, input_gradients))
+        return results
 
     def forward(self, x, layers: Sequence[LayerRef] = (), replace=None, score: str = 'logits'):
         """The inference output (scored as in :meth:`backprop`) and the layers' outputs, without recording.

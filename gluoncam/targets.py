@@ -1,0 +1,191 @@
+"""What to explain beyond a class logit: scores of detections, segmented regions and keypoints.
+
+Each target is a callable mapping the network's output (as ``net(x)`` returns it in inference) to one score per
+sample, so it can be passed as ``target`` to :meth:`gluoncam.Explainer.backprop`, :func:`gluoncam.cams.cam` and
+the gradient methods. They follow pytorch-grad-cam's targets where it has one.
+"""
+from typing import Sequence, Tuple
+
+import numpy as np
+from mxnet import nd
+from mxnet.ndarray import NDArray
+
+__all__ = ['BoxScoreTarget', 'DetectionScore', 'KeypointTarget', 'SegmentationTarget', 'detections', 'box_iou']
+
+
+def detections(output) -> Tuple[NDArray, NDArray, NDArray]:
+    """A GluonCV detector's output as (class ids N x K, scores N x K, boxes N x K x 4, corners in input pixels).
+
+    SSD, YOLOv3 and Faster R-CNN return ids and scores as N x K x 1, CenterNet as N x K; padding rows (no
+    detection) have id -1.
+    """
+    if not isinstance(output, (list, tuple)) or len(output) != 3:
+        raise ValueError(f"a detection target needs a detector's output (class ids, scores, boxes); the network "
+                         f"returns {_describe(output)}")
+    ids, scores, boxes = output
+    if ids.ndim == 3:
+        ids, scores = ids[:, :, 0], scores[:, :, 0]
+    if ids.ndim != 2 or boxes.ndim != 3 or boxes.shape[2] != 4 or scores.shape != ids.shape:
+        raise ValueError(f"expected detections as ids N x K (x 1), scores N x K (x 1), boxes N x K x 4; the "
+                         f"network returns {_describe(output)}")
+    return ids, scores, boxes
+
+
+def _describe(output) -> str:
+    if isinstance(output, (list, tuple)):
+        return f"a {type(output).__name__} of {len(output)}: " + ', '.join(_describe(o) for o in output)
+    return f"shape {output.shape}" if isinstance(output, NDArray) else type(output).__name__
+
+
+def ranked(ids: NDArray, scores: NDArray) -> NDArray:
+    """Indices of each image's detections by decreasing score, padding (id -1) last; no gradient."""
+    valid = ids.detach() >= 0
+    return nd.argsort(nd.where(valid, scores.detach(), nd.ones_like(scores) * -np.inf), axis=1, is_ascend=False)
+
+
+class DetectionScore:
+    """The score of each image's ``k``-th detection by score (0: the most confident). An image with fewer
+    detections scores 0 with no gradient, so its map is all zero."""
+
+    def __init__(self, k: int = 0):
+        if k < 0:
+            raise ValueError(f"k must be at least 0, got {k}")
+        self.k = k
+
+    def __call__(self, output) -> NDArray:
+        ids, scores, _ = detections(output)
+        if self.k >= scores.shape[1]:
+            raise ValueError(f"detection {self.k} (0-based) asked for: the detector returns {scores.shape[1]} "
+                             f"detections per image")
+        index = ranked(ids, scores)[:, self.k]
+        picked = nd.pick(scores, index, axis=1)
+        valid = nd.pick(ids.detach(), index, axis=1) >= 0
+        return picked * valid
+
+
+def box_iou(a: NDArray, b: NDArray) -> NDArray:
+    """Intersection over union of corner boxes: a (..., 4) and b (..., 4), broadcast; differentiable."""
+    ax0, ay0, ax1, ay1 = nd.split(a, axis=-1, num_outputs=4)
+    bx0, by0, bx1, by1 = nd.split(b, axis=-1, num_outputs=4)
+    width = nd.relu(nd.broadcast_minimum(ax1, bx1) - nd.broadcast_maximum(ax0, bx0))
+    height = nd.relu(nd.broadcast_minimum(ay1, by1) - nd.broadcast_maximum(ay0, by0))
+    intersection = width * height
+    union = nd.broadcast_add((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0)) - intersection
+    return (intersection / nd.maximum(union, 1e-12))[..., 0]
+
+
+class BoxScoreTarget:
+    """pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``: for each reference box, the detection that overlaps it
+    most; if its IoU exceeds ``iou_threshold`` and its class is the box's label, ``IoU + score`` is added.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        The class id of each reference box.
+    boxes : K x 4 array
+        Reference boxes, corners (xmin, ymin, xmax, ymax) in the network input's pixels; the same for every
+        image of the batch.
+    iou_threshold : float
+        The overlap a detection needs to count.
+
+    An image where no reference box is matched is an error that names the labels and the detections found.
+    """
+
+    def __init__(self, labels: Sequence[int], boxes, iou_threshold: float = 0.5):
+        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if len(self.labels) != len(self.boxes) or not len(self.boxes):
+            raise ValueError(f"give one label per reference box: got {len(self.labels)} labels and "
+                             f"{len(self.boxes)} boxes")
+        if not 0 <= iou_threshold < 1:
+            raise ValueError(f"iou_threshold must be in [0, 1), got {iou_threshold}")
+        self.iou_threshold = iou_threshold
+
+    def __call__(self, output) -> NDArray:
+        ids, scores, boxes = detections(output)
+        reference = nd.array(self.boxes, ctx=boxes.context, dtype=boxes.dtype)
+        iou = box_iou(boxes.expand_dims(2), reference.reshape((1, 1, -1, 4)))  # N x K x R
+        iou = iou * (ids.detach() >= 0).expand_dims(2)
+        best = nd.argmax(iou.detach(), axis=1)  # N x R: the detection overlapping each reference box most
+        best_iou = nd.pick(iou, best, axis=1)
+        best_score = nd.pick(scores.expand_dims(2).broadcast_like(iou), best, axis=1)
+        best_label = nd.pick(ids.detach().expand_dims(2).broadcast_like(iou), best, axis=1)
+        labels = nd.array(self.labels, ctx=boxes.context, dtype=boxes.dtype).reshape((1, -1))
+        matched = (best_iou.detach() > self.iou_threshold) * nd.broadcast_equal(best_label, labels)
+        self._check_matched(matched, ids, scores, boxes)
+        return ((best_iou + best_score) * matched).sum(axis=1)
+
+    def _check_matched(self, matched: NDArray, ids, scores, boxes) -> None:
+        unmatched = np.flatnonzero(matched.asnumpy().sum(axis=1) == 0)
+        if not unmatched.size:
+            return
+        i = int(unmatched[0])
+        ids_i, scores_i, boxes_i = ids[i].asnumpy(), scores[i].asnumpy(), boxes[i].asnumpy()
+        order = [k for k in np.argsort(-scores_i) if ids_i[k] >= 0][:5]
+        found = '; '.join(f"class {int(ids_i[k])} score {scores_i[k]:.3f} box {np.round(boxes_i[k], 1).tolist()}"
+                          for k in order) or 'none'
+        wanted = '; '.join(f"class {label} box {np.round(box, 1).tolist()}" for label, box in
+                           zip(self.labels, self.boxes))
+        raise ValueError(f"no detection of image {i} matches the reference boxes (IoU > {self.iou_threshold} and "
+                         f"the same class): wanted {wanted}; found (top {len(order)} by score) {found}")
+
+
+class SegmentationTarget:
+    """pytorch-grad-cam's ``SemanticSegmentationTarget``: class ``category``'s logits summed over a mask.
+
+    Parameters
+    ----------
+    category : int
+        The class channel of the segmentation output.
+    mask : None or array
+        H x W (or N x H x W) weights at the output's resolution; None: the pixels predicted as ``category``
+        (argmax over classes), fixed from the inference output. An empty mask gives an all-zero map.
+
+    GluonCV's segmentation models return a tuple whose first element is the N x classes x H x W output; that
+    element is used.
+    """
+
+    def __init__(self, category: int, mask=None):
+        self.category = int(category)
+        self.mask = None if mask is None else np.asarray(mask, dtype=np.float32)
+
+    def __call__(self, output) -> NDArray:
+        logits = _first(output)
+        if not isinstance(logits, NDArray) or logits.ndim != 4:
+            raise ValueError(f"a segmentation target needs an output of shape (N, classes, H, W); the network "
+                             f"returns {_describe(output)}")
+        if not 0 <= self.category < logits.shape[1]:
+            raise ValueError(f"class {self.category} out of range: the segmentation output has {logits.shape[1]} "
+                             f"classes (valid ids 0..{logits.shape[1] - 1})")
+        scores = logits[:, self.category]
+        return (scores * self._mask(logits)).sum(axis=(1, 2))
+
+    def _mask(self, logits: NDArray) -> NDArray:
+        if self.mask is None:
+            return nd.argmax(logits.detach(), axis=1) == self.category
+        mask = nd.array(self.mask, ctx=logits.context, dtype=logits.dtype)
+        if mask.shape[-2:] != logits.shape[2:]:
+            raise ValueError(f"the mask is {mask.shape[-2:]}, the segmentation output {logits.shape[2:]}")
+        return mask.broadcast_to((logits.shape[0],) + logits.shape[2:])
+
+
+class KeypointTarget:
+    """The peak of keypoint ``keypoint``'s heatmap (SimplePose and other heatmap pose networks, output
+    N x keypoints x h x w): ``max_ij H_kij``."""
+
+    def __init__(self, keypoint: int):
+        self.keypoint = int(keypoint)
+
+    def __call__(self, output) -> NDArray:
+        heatmaps = _first(output)
+        if not isinstance(heatmaps, NDArray) or heatmaps.ndim != 4:
+            raise ValueError(f"a keypoint target needs heatmaps of shape (N, keypoints, h, w); the network returns "
+                             f"{_describe(output)}")
+        if not 0 <= self.keypoint < heatmaps.shape[1]:
+            raise ValueError(f"keypoint {self.keypoint} out of range: the network gives {heatmaps.shape[1]} "
+                             f"heatmaps (valid ids 0..{heatmaps.shape[1] - 1})")
+        return heatmaps[:, self.keypoint].max(axis=(1, 2))
+
+
+def _first(output):
+    return output[0] if isinstance(output, (list, tuple)) else output
