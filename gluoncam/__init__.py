@@ -1,5 +1,5 @@
 """gluoncam: see why an MXNet Gluon CNN decided what it decided."""
-from . import cams, gradients, maps, models, modifiers
+from . import cams, detection, gradients, maps, models, modifiers, targets, zoo
 from .explainer import Backprop, Explainer
 from .layers import named_blocks
 from .maps import grad_cam, guided_grad_cam, saliency
@@ -9,4 +9,5 @@ from .visualize import visualize
 __version__ = '0.1.0'
 
 __all__ = ['Activation', 'Backprop', 'Conv2D', 'Dense', 'Explainer', 'convert', 'grad_cam', 'guided_grad_cam',
-           'cams', 'gradients', 'maps', 'models', 'modifiers', 'named_blocks', 'ReLU6', 'saliency', 'visualize']
+           'cams', 'detection', 'gradients', 'maps', 'models', 'modifiers', 'named_blocks', 'ReLU6', 'saliency',
+           'targets', 'visualize', 'zoo']
