@@ -122,12 +122,15 @@ class BoxScoreTarget:
         i = int(unmatched[0])
         ids_i, scores_i, boxes_i = ids[i].asnumpy(), scores[i].asnumpy(), boxes[i].asnumpy()
         order = [k for k in np.argsort(-scores_i) if ids_i[k] >= 0][:5]
-        found = '; '.join(f"class {int(ids_i[k])} score {scores_i[k]:.3f} box {np.round(boxes_i[k], 1).tolist()}"
+        found = '; '.join(f"class {int(ids_i[k])} score {scores_i[k]:.3f} box {_rounded(boxes_i[k])}"
                           for k in order) or 'none'
-        wanted = '; '.join(f"class {label} box {np.round(box, 1).tolist()}" for label, box in
-                           zip(self.labels, self.boxes))
+        wanted = '; '.join(f"class {label} box {_rounded(box)}" for label, box in zip(self.labels, self.boxes))
         raise ValueError(f"no detection of image {i} matches the reference boxes (IoU > {self.iou_threshold} and "
                          f"the same class): wanted {wanted}; found (top {len(order)} by score) {found}")
+
+
+def _rounded(box) -> list:
+    return [round(float(value), 1) for value in box]
 
 
 class SegmentationTarget:
