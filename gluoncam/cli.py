@@ -3,20 +3,25 @@ import argparse
 import difflib
 import os
 import sys
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import nd
+from mxnet.gluon import Block
 
-from . import cams, gradients, maps, models
+from . import cams, detection, drawing, gradients, maps, models, targets, zoo
 from .explainer import Explainer
 from .images import find_images, preprocess, read_rgb
 from .layers import named_blocks
-from .visualize import RENDERING, render
+from .visualize import RENDERING, overlay, render
 
 CLASSIC = ('gradcam', 'guided-gradcam', 'saliency')  # one forward pass serves all three
 METHODS = tuple(RENDERING)
+OUTPUTS = {'detect': 'detections (class ids, scores, boxes)', 'segment': 'class scores per pixel (N, classes, H, W)',
+           'pose': 'keypoint heatmaps (N, keypoints, h, w)'}
+TASK_OPTIONS = {'keypoint': ('pose',), 'min_score': ('detect',), 'class_id': ('classify', 'detect', 'segment')}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -31,24 +36,53 @@ def main(argv: Optional[List[str]] = None) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog='gluoncam', description=__doc__.split('\n')[0])
     commands = root.add_subparsers(dest='command', required=True)
-    explain = commands.add_parser('explain', help='explain ImageNet predictions of images')
+    explain = commands.add_parser('explain', help='explain what a CNN classifies, detects, segments or locates')
     explain.add_argument('images', nargs='+', help='image files, folders or glob patterns')
-    explain.add_argument('--model', default='efficientnet_lite0', choices=sorted(models.MODELS))
+    explain.add_argument('--model', default='efficientnet_lite0',
+                         help=f"one of gluoncam's models ({', '.join(models.MODELS)}) or any GluonCV model-zoo "
+                              f"name, e.g. resnet50_v1, yolo3_darknet53_voc, fcn_resnet50_voc, "
+                              f"simple_pose_resnet18_v1b (default: %(default)s)")
+    explain.add_argument('--task', choices=zoo.TASKS, help="what to explain (default: the model's task)")
     explain.add_argument('--params', help='weights file to load instead of the pretrained weights')
     explain.add_argument('--random-weights', action='store_true',
-                         help='use random weights where no weights are available (the maps then mean nothing)')
+                         help="random weights for GluonCV models; for gluoncam's, where no weights are available "
+                              "(the maps then mean nothing)")
     explain.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
                          help='folder of pretrained weight files (default: %(default)s)')
-    explain.add_argument('--layer', help="layer for Grad-CAM (default: the model's cam_layer); 'list' lists them")
-    explain.add_argument('--method', default='all', type=method_list,
-                         help=f"comma-separated maps to make, from: {', '.join(METHODS)}; 'all' (default) is "
-                              f"{', '.join(CLASSIC)} (one forward pass)")
-    explain.add_argument('--class', dest='class_id', help='class id or ImageNet class name (default: predicted)')
-    explain.add_argument('--top-k', type=int, default=5, help='predictions to print per image')
+    explain.add_argument('--size', type=size_pair, metavar='H,W',
+                         help="input height,width the images are resized to (default: the model's, e.g. 224,224)")
+    explain.add_argument('--layer', help="layer to explain (default: the model's usual one); 'list' lists them")
+    explain.add_argument('--method', type=method_list,
+                         help=f"comma-separated maps to make. classify: any of {', '.join(METHODS)}, or 'all' "
+                              f"(default): {', '.join(CLASSIC)}, from one forward pass. detect: one of "
+                              f"{', '.join(detection.METHODS)}. segment, pose: any of {', '.join(cams.CAM_METHODS)}. "
+                              f"Default for these three: gradcam")
+    explain.add_argument('--class', dest='class_id', metavar='NAME',
+                         help='class id or name: the class to explain (classify, segment; default: predicted, '
+                              'most frequent) or the boxes to keep (detect)')
+    explain.add_argument('--keypoint', metavar='NAME',
+                         help=f"pose: keypoint to explain, from: {', '.join(zoo.KEYPOINTS)} (default: nose)")
+    explain.add_argument('--top-k', type=int, default=5, help='predictions to print, or boxes to explain, per image')
+    explain.add_argument('--min-score', type=float, help='detect: explain no box scoring less (default: 0)')
     explain.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
     explain.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
     explain.add_argument('--out', default='gluoncam-out', help='folder for panels and maps (default: %(default)s)')
     return root
+
+
+@dataclass
+class Job:
+    """What to explain, decided once from the arguments and the model."""
+    net: Block
+    model: str
+    task: str
+    layer: str
+    size: Tuple[int, int]
+    methods: Tuple[str, ...]
+    names: List[str]
+    target: Optional[int]  # class id (classify, detect, segment) or keypoint id (pose)
+    ctx: mx.Context
+    args: argparse.Namespace
 
 
 def explain(args) -> int:
@@ -56,20 +90,15 @@ def explain(args) -> int:
         raise ValueError("--batch-size and --top-k must be at least 1")
     paths = find_images(args.images)
     ctx = parse_context(args.ctx)
-    names = class_names()
-    target = None if args.class_id is None else class_index(args.class_id, names)
     net = load_model(args, ctx)
     if args.layer == 'list':
         print('\n'.join(named_blocks(net)))
         return 0
-    layer = args.layer or getattr(net, 'cam_layer', None)
-    if layer is None:
-        raise ValueError("this model names no Grad-CAM layer: pass --layer (see --layer list)")
-    methods = args.method
+    job = plan(args, net, ctx)
     os.makedirs(args.out, exist_ok=True)
     failures = 0
     progress = _progress_bar(len(paths))
-    with Explainer(net) as explainer:
+    with explainer_of(net) as explainer:
         for batch in _batches(paths, args.batch_size):
             images = {}
             for path in batch:
@@ -79,7 +108,7 @@ def explain(args) -> int:
                     print(f"skipped: {error}", file=sys.stderr)
                     failures += 1
             if images:
-                explain_batch(explainer, net, images, target, layer, methods, names, args)
+                TASKS[job.task](explainer, job, images)
             if progress is not None:
                 progress.update(len(batch))
     if progress is not None:
@@ -90,25 +119,211 @@ def explain(args) -> int:
     return 1 if failures else 0
 
 
-def explain_batch(explainer: Explainer, net, images: Dict[str, np.ndarray], target, layer: str, methods, names,
-                  args) -> None:
-    x = nd.concat(*[preprocess(image, net) for image in images.values()], dim=0).as_in_context(parse_context(args.ctx))
+def plan(args, net: Block, ctx: mx.Context) -> Job:
+    """The task, layer, input size, methods and target for ``net``, the arguments checked against them."""
+    task = args.task or zoo.task_of(net)
+    check_task(task, net, args)
+    names = list(zoo.KEYPOINTS) if task == 'pose' else zoo.class_names(net)
+    if task == 'pose':
+        target = name_index(args.keypoint or 'nose', names, '--keypoint', 'keypoint')
+    else:
+        target = None if args.class_id is None else name_index(args.class_id, names, '--class', 'class')
+    return Job(net, args.model, task, args.layer or zoo.default_layer(net), args.size or zoo.input_size(net),
+               task_methods(task, args.method), names, target, ctx, args)
+
+
+def check_task(task: str, net: Block, args) -> None:
+    """A ValueError if ``net`` cannot classify (its own task says so) or an option belongs to another task."""
+    own = zoo.task_of(net)
+    if task == 'classify' and own != 'classify':
+        raise ValueError(f"--task classify needs class scores (N, classes); {args.model} is a {own} model whose "
+                         f"output is {OUTPUTS[own]}: use --task {own}")
+    for option, tasks in TASK_OPTIONS.items():
+        if getattr(args, option) is not None and task not in tasks:
+            flag = '--class' if option == 'class_id' else '--' + option.replace('_', '-')
+            raise ValueError(f"{flag} is for --task {' or '.join(tasks)}, not {task}")
+
+
+def task_methods(task: str, methods: Optional[Tuple[str, ...]]) -> Tuple[str, ...]:
+    """The maps to make for ``task``: the asked ``methods`` checked, or the task's default."""
+    if task == 'classify':
+        return methods or CLASSIC
+    valid = detection.METHODS if task == 'detect' else tuple(cams.CAM_METHODS)
+    methods = methods or ('gradcam',)
+    unknown = [method for method in methods if method not in valid]
+    if unknown:
+        raise ValueError(f"--task {task} makes maps by: {', '.join(valid)}; not {unknown[0]!r}")
+    if task == 'detect' and len(methods) > 1:
+        raise ValueError(f"--task detect takes one --method (a map per box), got {', '.join(methods)}")
+    return methods
+
+
+def batch_input(job: Job, images: Dict[str, np.ndarray]) -> nd.NDArray:
+    return nd.concat(*[preprocess(image, job.net, job.size) for image in images.values()], dim=0) \
+        .as_in_context(job.ctx)
+
+
+def explain_classes(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
+    """Classification: the top-k predictions printed; the methods' maps of the predicted (or asked) class."""
+    x = batch_input(job, images)
+    methods, layer, args = job.methods, job.layer, job.args
     modes = ('normal', 'guided') if 'guided-gradcam' in methods else ('normal',)
-    result = explainer.backprop(x, target, [layer], modes)
+    result = explainer.backprop(x, job.target, [layer], modes)
     probabilities = nd.softmax(result.output).asnumpy()
+    names = _names_for(job.names, probabilities.shape[1])
     raw = method_maps(result, layer, [m for m in methods if m in CLASSIC])
-    target = result.classes if target is None else target
-    raw.update({method: other_map(net, x, target, layer, method, args.batch_size).asnumpy()
+    target = result.classes if job.target is None else job.target
+    raw.update({method: other_map(job.net, x, target, layer, method, args.batch_size).asnumpy()
                 for method in methods if method not in CLASSIC})
     for i, (path, image) in enumerate(images.items()):
         top = np.argsort(-probabilities[i])[:args.top_k]
         print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[i, k]:.3f}" for k in top))
         cls = int(result.classes[i].asscalar())
-        stem = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0])
-        for method, values in raw.items():
-            np.save(f"{stem}_{method.replace('-', '_')}.npy", values[i])
-        title = f"{names[cls]} ({cls}), p = {probabilities[i, cls]:.3f} ({args.model})"
-        save_panel(stem + '.png', image, {method: values[i] for method, values in raw.items()}, layer, title)
+        stem = _stem(args.out, path)
+        own = {method: values[i] for method, values in raw.items()}
+        save_maps(stem, own)
+        panels = [drawing.Panel('original', image)] + map_panels(image, own, layer)
+        title = f"{names[cls]} ({cls}), p = {probabilities[i, cls]:.3f} ({job.model})"
+        drawing.save_panels(stem + '.png', panels, title, columns=len(panels))
+
+
+def explain_detections(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
+    """Detection: the boxes printed and drawn, then each box's map; ``<stem>_boxes.npz`` with the raw maps."""
+    x = batch_input(job, images)
+    found = box_maps(job, x)
+    heat = detection.upsampled(found, job.size)
+    colors = drawing.class_colors(job.names)
+    for i, (path, image) in enumerate(images.items()):
+        keep = np.flatnonzero(found.valid[i])
+        ids, scores = found.ids[i, keep], found.scores[i, keep]
+        boxes = to_image_pixels(found.boxes[i, keep], job.size, image.shape[:2])
+        labels = [f"{_name(job.names, k)} {score:.2f}" for k, score in zip(ids, scores)]
+        print_boxes(path, labels, boxes)
+        stem = _stem(job.args.out, path)
+        np.savez(stem + '_boxes.npz', ids=ids, scores=scores, boxes=boxes, maps=found.maps[i].asnumpy()[keep])
+        drawn = [drawing.Box(*box, label, tuple(colors[k % len(colors)])) for box, label, k in zip(boxes, labels, ids)]
+        drawing.save_panels(stem + '.png', box_panels(image, drawn, heat[i][keep]),
+                            f"{job.model}: {job.methods[0]} of each box's score ({job.layer})")
+
+
+def box_maps(job: Job, x: nd.NDArray) -> detection.BoxMaps:
+    """The top-k boxes' maps; with ``--class``, the top-k boxes of that class."""
+    classes = None if job.target is None else [job.target]
+    return detection.explain_boxes(job.net, x, job.layer, job.methods[0], job.args.top_k, job.args.min_score or 0.0,
+                                   classes)
+
+
+def to_image_pixels(boxes: np.ndarray, size: Tuple[int, int], image_size: Tuple[int, int]) -> np.ndarray:
+    """Corners in the network input's pixels (``size``: height, width) mapped onto the original image."""
+    scale = np.array([image_size[1] / size[1], image_size[0] / size[0]] * 2, dtype=np.float32)
+    return boxes.reshape(-1, 4) * scale
+
+
+def print_boxes(path: str, labels: List[str], boxes: np.ndarray) -> None:
+    print(f"{path}: {len(labels)} box(es)" + (':' if labels else ''))
+    for label, box in zip(labels, boxes):
+        print(f"  {label} at ({', '.join(f'{v:.0f}' for v in box)})")
+
+
+def box_panels(image: np.ndarray, boxes: List[drawing.Box], heat: np.ndarray) -> List[drawing.Panel]:
+    """The image with every box, then each box's map (``heat``: K x H x W in [0, 1]) with that box."""
+    panels = [drawing.Panel(f'{len(boxes)} detection(s)' if boxes else 'no detections', image, boxes)]
+    return panels + [drawing.Panel(f'{j + 1}. {box.label}', overlay(image, values), [_unlabelled(box)])
+                     for j, (box, values) in enumerate(zip(boxes, heat))]
+
+
+def explain_segments(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
+    """Segmentation: each image's classes by share printed; the predicted mask and the maps of one class drawn."""
+    x = batch_input(job, images)
+    output, _ = explainer.forward(x)
+    check_fits(targets.SegmentationTarget(job.target or 0), output)
+    logits = _first(output)
+    names = _names_for(job.names, logits.shape[1])
+    predicted = nd.argmax(logits, axis=1).asnumpy().astype(np.min_scalar_type(len(names)))
+    for i, (path, image) in enumerate(images.items()):
+        shares = np.bincount(predicted[i].ravel(), minlength=len(names)) / predicted[i].size
+        category = job.target if job.target is not None else main_class(shares, names)
+        print_shares(path, shares, names, category)
+        raw = cam_maps(job, x[i:i + 1], targets.SegmentationTarget(category))
+        stem = _stem(job.args.out, path)
+        np.save(stem + '_mask.npy', predicted[i])
+        save_maps(stem, raw)
+        panels = [drawing.Panel('original', image), mask_panel(image, predicted[i], shares, names)]
+        panels += map_panels(image, raw, names[category])
+        drawing.save_panels(stem + '.png', panels, f"{job.model}: {names[category]} ({category}), layer {job.layer}")
+
+
+def main_class(shares: np.ndarray, names: Sequence[str]) -> int:
+    """The class covering most pixels, background aside unless it is all there is."""
+    foreground = shares.copy()
+    foreground[[name.lower() == 'background' for name in names]] = 0
+    return int(np.argmax(foreground if foreground.any() else shares))
+
+
+def print_shares(path: str, shares: np.ndarray, names: Sequence[str], category: int) -> None:
+    """The five commonest classes by share of pixels, and the class explained."""
+    common = ', '.join(f"{names[k]} {shares[k]:.1%}" for k in np.argsort(-shares)[:5] if shares[k] > 0)
+    empty = '' if shares[category] else ': predicted nowhere, so its map is empty'
+    print(f"{path}: {common}; explaining {names[category]} ({category}){empty}")
+
+
+def mask_panel(image: np.ndarray, predicted: np.ndarray, shares: np.ndarray, names: Sequence[str]) -> drawing.Panel:
+    """The predicted classes in colour over the image, the commonest ones in the legend."""
+    colors = drawing.class_colors(names)
+    legend = [(f"{names[k]} {shares[k]:.1%}", tuple(colors[k])) for k in np.argsort(-shares)[:8] if shares[k] > 0]
+    return drawing.Panel('predicted classes', drawing.color_mask(predicted, colors, image), legend=legend)
+
+
+def explain_keypoints(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
+    """Pose: the keypoint's heatmap peak printed and marked; the maps of that peak's score."""
+    x = batch_input(job, images)
+    output, _ = explainer.forward(x)
+    target = targets.KeypointTarget(job.target)
+    check_fits(target, output)
+    heatmaps = _first(output)[:, job.target].asnumpy()
+    keypoint = job.names[job.target]
+    for i, (path, image) in enumerate(images.items()):
+        peak = heatmap_peak(heatmaps[i], image.shape[:2], keypoint)
+        print(f"{path}: {keypoint} peak {heatmaps[i].max():.3g} at ({peak.x:.0f}, {peak.y:.0f})")
+        raw = cam_maps(job, x[i:i + 1], target)
+        stem = _stem(job.args.out, path)
+        save_maps(stem, raw)
+        panels = [drawing.Panel(f'{keypoint} (heatmap peak)', image, points=[peak])]
+        panels += [drawing.Panel(panel.title, panel.image, points=[peak]) for panel in map_panels(image, raw, keypoint)]
+        drawing.save_panels(stem + '.png', panels, f"{job.model}: {keypoint}, layer {job.layer}")
+
+
+def heatmap_peak(heatmap: np.ndarray, image_size: Tuple[int, int], label: str) -> drawing.Point:
+    """Where ``heatmap`` (h x w, covering the whole image) peaks, in the image's pixels."""
+    row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+    return drawing.Point((col + 0.5) * image_size[1] / heatmap.shape[1],
+                         (row + 0.5) * image_size[0] / heatmap.shape[0], label)
+
+
+def check_fits(target, output) -> None:
+    """The target's ValueError, saying what the output is, if it cannot score ``output``."""
+    target(output)
+
+
+def cam_maps(job: Job, x: nd.NDArray, target) -> Dict[str, np.ndarray]:
+    """Each method's raw CAM of ``target`` for one image (h x w)."""
+    return {method: cams.cam(job.net, x, job.layer, method, target, batch_size=job.args.batch_size)[0].asnumpy()
+            for method in job.methods}
+
+
+def save_maps(stem: str, raw: Dict[str, np.ndarray]) -> None:
+    for method, values in raw.items():
+        np.save(f"{stem}_{method.replace('-', '_')}.npy", values)
+
+
+def map_panels(image: np.ndarray, raw: Dict[str, np.ndarray], subject: str) -> List[drawing.Panel]:
+    """One panel per method: its map rendered over (or beside) ``image``, titled with ``subject``."""
+    return [drawing.Panel(f'{method} ({subject})' if RENDERING[method] == 'heatmap' else method,
+                          render(image, values, method)) for method, values in raw.items()]
+
+
+TASKS = {'classify': explain_classes, 'detect': explain_detections, 'segment': explain_segments,
+         'pose': explain_keypoints}
 
 
 def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
@@ -143,7 +358,7 @@ def other_map(net, x, target, layer: str, method: str, batch_size: int) -> nd.ND
     return gradients.integrated_gradients(net, x, target, batch_size=batch_size)[0]
 
 
-def method_list(text: str):
+def method_list(text: str) -> Tuple[str, ...]:
     names = CLASSIC if text == 'all' else tuple(dict.fromkeys(text.split(',')))
     unknown = [name for name in names if name not in RENDERING]
     if unknown:
@@ -151,23 +366,13 @@ def method_list(text: str):
     return names
 
 
-def save_panel(path: str, image: np.ndarray, raw: Dict[str, np.ndarray], layer: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    pictures = [('original', image)]
-    for method, values in raw.items():
-        name = f'{method} ({layer})' if RENDERING[method] == 'heatmap' else method
-        pictures.append((name, render(image, values, method)))
-    figure, axes = plt.subplots(1, len(pictures), figsize=(4 * len(pictures), 4.4), squeeze=False)
-    for axis, (name, picture) in zip(axes[0], pictures):
-        axis.imshow(picture, cmap='gray' if picture.ndim == 2 else None)
-        axis.set_title(name)
-        axis.axis('off')
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+def size_pair(text: str) -> Tuple[int, int]:
+    """'H,W' (or one number for a square) as (height, width)."""
+    parts = text.split(',')
+    values = [int(part) for part in parts if part.strip().isdigit()]
+    if len(values) != len(parts) or len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected height,width in pixels (e.g. 224,224), got {text!r}")
+    return (values[0], values[-1])
 
 
 def parse_context(text: str) -> mx.Context:
@@ -183,38 +388,101 @@ def parse_context(text: str) -> mx.Context:
     raise ValueError(f"--ctx {text!r}: expected 'cpu' or 'gpu:N'")
 
 
-def load_model(args, ctx: mx.Context):
+def load_model(args, ctx: mx.Context) -> Block:
+    """gluoncam's model or GluonCV's named ``--model``, with the weights the arguments ask for."""
+    name = args.model.lower()
+    if name in models.MODELS:
+        return load_own_model(name, args, ctx)
+    check_model_name(name)
     if args.params:
-        net = models.get_model(args.model)
-        net.load_parameters(args.params, ctx=ctx)
-        return net
+        return load_params(zoo.get_model(name, pretrained=False, ctx=ctx), args.params, ctx)
+    if args.random_weights:
+        print(f"NOTE: using RANDOM weights for {name}; the maps show the pipeline, not what a trained model sees.")
+        return zoo.get_model(name, pretrained=False, ctx=ctx)
     try:
-        return models.get_model(args.model, pretrained=True, ctx=ctx, root=args.root)
+        return zoo.get_model(name, pretrained=True, ctx=ctx, root=args.root)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error} (or pass --random-weights to try the pipeline without them)") from None
+
+
+def load_own_model(name: str, args, ctx: mx.Context) -> Block:
+    if args.params:
+        return load_params(models.get_model(name), args.params, ctx)
+    try:
+        return models.get_model(name, pretrained=True, ctx=ctx, root=args.root)
     except RuntimeError as error:
         if not args.random_weights:
             raise RuntimeError(f"{error} (or pass --random-weights to try the pipeline without them)") from None
-    print(f"NOTE: no {args.model} weights: using RANDOM weights; the maps show the pipeline, not ImageNet.")
-    net = models.get_model(args.model)
+    print(f"NOTE: no {name} weights: using RANDOM weights; the maps show the pipeline, not ImageNet.")
+    net = models.get_model(name)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     return net
 
 
-def class_names() -> List[str]:
-    from gluoncv.data import ImageNet1kAttr
-    return list(ImageNet1kAttr().classes)
+def load_params(net: Block, path: str, ctx: mx.Context) -> Block:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--params {path!r}: no such file")
+    try:
+        net.load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.base.MXNetError) as error:
+        reason = str(error).strip().splitlines()[-1].replace('MXNetError: ', '')
+        raise RuntimeError(f"cannot load --params {path!r} into {type(net).__name__}: {reason}") from None
+    return net
 
 
-def class_index(text: str, names: List[str]) -> int:
+def check_model_name(name: str) -> None:
+    """A ValueError suggesting close names unless ``name`` is gluoncam's or GluonCV's."""
+    known = sorted(set(models.MODELS) | set(zoo.names()))
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=4)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ''
+    raise ValueError(f"unknown model {name!r}{hint} (gluoncam's: {', '.join(models.MODELS)}; GluonCV's: "
+                     f"gluoncv.model_zoo.get_model_list())")
+
+
+def explainer_of(net: Block) -> Explainer:
+    try:
+        return Explainer(net)
+    except TypeError as error:
+        raise ValueError(f"cannot explain {type(net).__name__}: {error}") from None
+
+
+def name_index(text: str, names: Sequence[str], option: str, kind: str) -> int:
+    """The index of ``text``, an id or one of ``names`` (any case); else a ValueError with close names, and all of
+    them if there are not too many."""
     if text.isdigit():
         if int(text) >= len(names):
-            raise ValueError(f"--class {text}: ImageNet class ids are 0..{len(names) - 1}")
+            raise ValueError(f"{option} {text}: {kind} ids are 0..{len(names) - 1}")
         return int(text)
     lowered = [name.lower() for name in names]
     if text.lower() in lowered:
         return lowered.index(text.lower())
     close = difflib.get_close_matches(text.lower(), lowered, n=3)
-    hint = f"; did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ''
-    raise ValueError(f"--class {text!r} is neither a class id nor an ImageNet class name{hint}")
+    hint = f" (did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?)" if close else ''
+    listing = f"; valid: {', '.join(names)}" if len(names) <= 100 else ''
+    raise ValueError(f"{option} {text!r} is neither a {kind} id nor a {kind} name of the model{hint}{listing}")
+
+
+def _name(names: Sequence[str], k: int) -> str:
+    return names[k] if 0 <= k < len(names) else f'class {k}'
+
+
+def _names_for(names: List[str], count: int) -> List[str]:
+    """``names`` if the output has as many classes, else 'class 0', 'class 1', ..."""
+    return names if len(names) == count else [f'class {k}' for k in range(count)]
+
+
+def _first(output) -> nd.NDArray:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+def _stem(out: str, path: str) -> str:
+    return os.path.join(out, os.path.splitext(os.path.basename(path))[0])
+
+
+def _unlabelled(box: drawing.Box) -> drawing.Box:
+    return drawing.Box(box.x0, box.y0, box.x1, box.y1, '', box.color)
 
 
 def _batches(items, size: int):

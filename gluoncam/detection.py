@@ -5,7 +5,7 @@ Gradient CAMs (Grad-CAM, Grad-CAM++, XGrad-CAM, HiResCAM, Layer-CAM) explain eac
 needs no gradient (pytorch-grad-cam's YOLO tutorial uses it because detector outputs are awkward to
 differentiate): one map per image, and per box that map renormalised to [0, 1] inside the box and zero outside.
 """
-from typing import List
+from typing import List, Optional, Sequence
 
 import numpy as np
 from mxnet import nd
@@ -15,7 +15,7 @@ from . import cams, maps
 from .explainer import Explainer
 from .inputs import as_batch
 from .layers import LayerRef, display_name
-from .targets import DetectionScore, detections, ranked
+from .targets import DetectionScore, detections, ranked, selected
 
 GRADIENT_METHODS = tuple(name for name, method in cams.CAM_METHODS.items() if method.needs_gradient)
 METHODS = GRADIENT_METHODS + ('eigencam',)
@@ -44,8 +44,8 @@ class BoxMaps:
         self.image_maps = image_maps
 
 
-def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int = 5,
-                  min_score: float = 0.0) -> BoxMaps:
+def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int = 5, min_score: float = 0.0,
+                  classes: Optional[Sequence[int]] = None) -> BoxMaps:
     """A CAM per detected box of a GluonCV-style detector (output: ids, scores, boxes).
 
     Parameters
@@ -63,6 +63,8 @@ def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int =
         How many boxes per image, the most confident first.
     min_score : float
         Detections scoring less are not explained (marked invalid).
+    classes : sequence of int, optional
+        Explain only detections of these class ids (the top ``top_k`` of them).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for detection maps; valid: {', '.join(METHODS)}")
@@ -73,12 +75,12 @@ def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int =
     with Explainer(net) as explainer:
         if method == 'eigencam':
             output, activations = explainer.forward(x, [layer])
-            ids, scores, boxes, valid = _top_detections(output, top_k, min_score)
+            ids, scores, boxes, valid = _top_detections(output, top_k, min_score, classes)
             image_maps = cams.EigenCAM()(activations[name], None, None)
             box_maps = _renormalized_in_boxes(image_maps, boxes, valid, x.shape[2:])
             return BoxMaps(ids, scores, boxes, valid, box_maps, image_maps)
-        results = explainer.backprop_each(x, [DetectionScore(k) for k in range(top_k)], [layer])
-    ids, scores, boxes, valid = _top_detections(results[0].output, top_k, min_score)
+        results = explainer.backprop_each(x, [DetectionScore(k, classes) for k in range(top_k)], [layer])
+    ids, scores, boxes, valid = _top_detections(results[0].output, top_k, min_score, classes)
     weighting = cams.CAM_METHODS[method]()
     per_box = [weighting(result.activations[name], result.gradients['normal'][name], None) for result in results]
     box_maps = nd.stack(*per_box, axis=1) * nd.array(valid, ctx=x.context, dtype=per_box[0].dtype).expand_dims(2) \
@@ -86,16 +88,16 @@ def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int =
     return BoxMaps(ids, scores, boxes, valid, box_maps)
 
 
-def _top_detections(output, top_k: int, min_score: float):
+def _top_detections(output, top_k: int, min_score: float, classes):
+    """numpy (ids, scores, boxes, valid) of each image's ``top_k`` detections, as :class:`BoxMaps` holds them."""
     ids, scores, boxes = detections(output)
     if top_k > scores.shape[1]:
         raise ValueError(f"top_k={top_k}: the detector returns {scores.shape[1]} detections per image")
-    order = ranked(ids, scores)[:, :top_k]
-    ids = nd.pick(ids.expand_dims(2).broadcast_to(ids.shape + (top_k,)), order, axis=1).asnumpy()
-    top_scores = nd.pick(scores.expand_dims(2).broadcast_to(scores.shape + (top_k,)), order, axis=1).asnumpy()
-    boxes = np.stack([boxes.asnumpy()[i, order[i].asnumpy().astype(int)] for i in range(boxes.shape[0])])
-    valid = (ids >= 0) & (top_scores >= min_score)
-    return ids.astype(np.int64), top_scores, boxes, valid
+    order = ranked(ids, scores, classes)[:, :top_k].asnumpy().astype(np.int64)
+    rows = np.arange(order.shape[0])[:, None]
+    top_scores = scores.asnumpy()[rows, order]
+    valid = (selected(ids, classes).asnumpy()[rows, order] > 0) & (top_scores >= min_score)
+    return ids.asnumpy()[rows, order].astype(np.int64), top_scores, boxes.asnumpy()[rows, order], valid
 
 
 def _renormalized_in_boxes(image_maps: NDArray, boxes: np.ndarray, valid: np.ndarray, input_size) -> NDArray:

@@ -4,7 +4,7 @@ Each target is a callable mapping the network's output (as ``net(x)`` returns it
 sample, so it can be passed as ``target`` to :meth:`gluoncam.Explainer.backprop`, :func:`gluoncam.cams.cam` and
 the gradient methods. They follow pytorch-grad-cam's targets where it has one.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from mxnet import nd
@@ -37,30 +37,38 @@ def _describe(output) -> str:
     return f"shape {output.shape}" if isinstance(output, NDArray) else type(output).__name__
 
 
-def ranked(ids: NDArray, scores: NDArray) -> NDArray:
-    """Indices of each image's detections by decreasing score, padding (id -1) last; no gradient."""
-    valid = ids.detach() >= 0
-    return nd.argsort(nd.where(valid, scores.detach(), nd.ones_like(scores) * -np.inf), axis=1, is_ascend=False)
+def ranked(ids: NDArray, scores: NDArray, classes: Optional[Sequence[int]] = None) -> NDArray:
+    """Indices of each image's detections by decreasing score, padding (id -1) and, given ``classes``, detections
+    of other classes last; no gradient."""
+    keep = selected(ids, classes)
+    return nd.argsort(nd.where(keep, scores.detach(), nd.ones_like(scores) * -np.inf), axis=1, is_ascend=False)
+
+
+def selected(ids: NDArray, classes: Optional[Sequence[int]] = None) -> NDArray:
+    """1 where a detection is real (id >= 0) and, given ``classes``, of one of them; 0 elsewhere; no gradient."""
+    ids = ids.detach()
+    if classes is None:
+        return ids >= 0
+    return nd.add_n(*[ids == int(c) for c in classes]) > 0
 
 
 class DetectionScore:
-    """The score of each image's ``k``-th detection by score (0: the most confident). An image with fewer
-    detections scores 0 with no gradient, so its map is all zero."""
+    """The score of each image's ``k``-th detection by score (0: the most confident), among the detections of
+    ``classes`` if given. An image with fewer such detections scores 0 with no gradient: its map is all zero."""
 
-    def __init__(self, k: int = 0):
+    def __init__(self, k: int = 0, classes: Optional[Sequence[int]] = None):
         if k < 0:
             raise ValueError(f"k must be at least 0, got {k}")
-        self.k = k
+        self.k, self.classes = k, classes
 
     def __call__(self, output) -> NDArray:
         ids, scores, _ = detections(output)
         if self.k >= scores.shape[1]:
             raise ValueError(f"detection {self.k} (0-based) asked for: the detector returns {scores.shape[1]} "
                              f"detections per image")
-        index = ranked(ids, scores)[:, self.k]
+        index = ranked(ids, scores, self.classes)[:, self.k]
         picked = nd.pick(scores, index, axis=1)
-        valid = nd.pick(ids.detach(), index, axis=1) >= 0
-        return picked * valid
+        return picked * nd.pick(selected(ids, self.classes), index, axis=1)
 
 
 def box_iou(a: NDArray, b: NDArray) -> NDArray:

@@ -1,6 +1,8 @@
 """GluonCV model-zoo networks: loading them (offline-aware), the task each performs, and sensible defaults for
 explaining it (CAM layer, input size, class or keypoint names)."""
 import os
+import textwrap
+import warnings
 from typing import List, Tuple
 
 import mxnet as mx
@@ -38,21 +40,30 @@ def get_model(name: str, pretrained: bool = True, ctx: mx.Context = mx.cpu(),
               root: str = os.path.join(mx.base.data_dir(), 'models')) -> Block:
     """A GluonCV model-zoo network on ``ctx``: its pretrained weights from ``root`` (downloaded when online), or
     random weights (Xavier) with ``pretrained=False``."""
-    from gluoncv import model_zoo
     if name.lower() not in names():
         raise ValueError(f"no GluonCV model named {name!r} (see gluoncv.model_zoo.get_model_list())")
-    if pretrained:
-        try:
-            return model_zoo.get_model(name, pretrained=True, root=root, ctx=ctx)
-        except Exception as error:  # GluonCV raises what its downloader met: no single exception type
-            raise RuntimeError(f"cannot load the pretrained weights of {name!r} from {root} ({type(error).__name__}:"
-                               f" {str(error).splitlines()[0][:200]}); put the file there or pass --params")
+    if not pretrained:
+        net = _build(name, pretrained=False)
+        with warnings.catch_warnings():  # some heads (FCN's) initialise themselves
+            warnings.filterwarnings('ignore', message='.*is already initialized')
+            net.initialize(mx.init.Xavier(), ctx=ctx)
+        return net
     try:
-        net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
-    except (TypeError, Warning):  # models without a pretrained backbone refuse pretrained_base
-        net = model_zoo.get_model(name, pretrained=False)
-    net.initialize(mx.init.Xavier(), ctx=ctx)
-    return net
+        return _build(name, pretrained=True, root=root, ctx=ctx)
+    except Exception as error:  # GluonCV raises whatever its downloader met: no single exception type
+        reason = textwrap.shorten(str(error).splitlines()[0] if str(error) else '', 160)
+        raise RuntimeError(f"cannot load the pretrained weights of {name!r} from {root} ({type(error).__name__}: "
+                           f"{reason}): put GluonCV's weight file there or pass --params") from None
+
+
+def _build(name: str, **kwargs) -> Block:
+    """The network, without a separately pretrained backbone (the whole model's weights hold it, or none are
+    wanted); models without a backbone option refuse ``pretrained_base``."""
+    from gluoncv import model_zoo
+    try:
+        return model_zoo.get_model(name, pretrained_base=False, **kwargs)
+    except (TypeError, Warning):
+        return model_zoo.get_model(name, **kwargs)
 
 
 def task_of(net: Block) -> str:

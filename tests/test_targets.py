@@ -60,6 +60,14 @@ def test_detection_score_ranks_by_score_and_skips_padding():
         DetectionScore(4)(output)
 
 
+def test_detection_score_among_given_classes():
+    output = fake_output([0.2, 0.9, 0.5, 0.7])  # classes 3, 1, 3, padding
+    np.testing.assert_allclose(DetectionScore(0, classes=[3])(output).asnumpy(), [0.5])
+    np.testing.assert_allclose(DetectionScore(1, classes=[3])(output).asnumpy(), [0.2])
+    assert DetectionScore(2, classes=[3])(output).asscalar() == 0
+    np.testing.assert_allclose(DetectionScore(1, classes=[1, 3])(output).asnumpy(), [0.5])
+
+
 def test_box_score_target_adds_iou_and_score_of_the_best_matching_box():
     output = fake_output([0.2, 0.9, 0.5, 0.7])
     target = BoxScoreTarget([3, 1], [[0, 0, 4, 3], [2, 2, 6, 7]], iou_threshold=0.5)
@@ -131,6 +139,16 @@ def test_each_box_map_is_the_cam_of_that_detections_score(toy, method):
     np.testing.assert_allclose(result.scores[:, :3], -np.sort(-scores, axis=1), rtol=1e-6)
     for i in range(2):
         np.testing.assert_array_equal(result.boxes[i, :3], BOXES[np.argsort(-scores[i])])
+
+
+def test_box_maps_of_one_class(toy):
+    x = batch(1, (3, 6, 6))
+    result = detection.explain_boxes(toy, x, 'body.0', 'gradcam', top_k=3, classes=[3])
+    assert result.valid[0].tolist() == [True, True, False] and (result.ids[0, :2] == 3).all()
+    for k in range(2):
+        expected = cams.cam(toy, x, 'body.0', 'gradcam', target=DetectionScore(k, classes=[3])).asnumpy()
+        np.testing.assert_allclose(result.maps[:, k].asnumpy(), expected, rtol=1e-5, atol=1e-7)
+    assert (result.maps[0, 2].asnumpy() == 0).all()
 
 
 def test_eigencam_box_maps_are_the_image_map_renormalised_inside_each_box(toy):
