@@ -50,6 +50,35 @@ class _Cut:
         self.head, self.leaf, self.block, self.is_relu, self.upper = head, leaf, block, is_relu, upper
 
 
+class _RoutedContrib:
+    """``mxnet.ndarray.contrib`` as seen by a block during an explanation: ``box_decode`` (the box decoder of
+    GluonCV's SSD and Faster R-CNN) is computed from elementary ops. MXNet 1.9.1's op has no gradient (it returns
+    zeros) and crashes Faster R-CNN's backward pass; the values are the same (checked in the tests)."""
+
+    def __getattr__(self, name):
+        return getattr(nd.contrib, name)
+
+    @staticmethod
+    def box_decode(data, anchors, std0=1., std1=1., std2=1., std3=1., clip=-1., format='center', **kwargs):
+        """Boxes (xmin, ymin, xmax, ymax) from offsets (dx, dy, dw, dh) relative to anchors given as corners or
+        as (x, y, width, height) centres."""
+        a = nd.split(anchors, axis=-1, num_outputs=4)
+        if format == 'corner':
+            width, height = a[2] - a[0], a[3] - a[1]
+            x, y = a[0] + width / 2, a[1] + height / 2
+        else:
+            x, y, width, height = a
+        d = nd.split(data, axis=-1, num_outputs=4)
+        x = nd.broadcast_add(nd.broadcast_mul(d[0] * std0, width), x)
+        y = nd.broadcast_add(nd.broadcast_mul(d[1] * std1, height), y)
+        dw, dh = d[2] * std2, d[3] * std3
+        if clip > 0:
+            dw, dh = nd.minimum(dw, clip), nd.minimum(dh, clip)
+        half_width = nd.broadcast_mul(nd.exp(dw), width) / 2
+        half_height = nd.broadcast_mul(nd.exp(dh), height) / 2
+        return nd.concat(x - half_width, y - half_height, x + half_width, y + half_height, dim=-1)
+
+
 class RoutedF:
     """``mxnet.ndarray`` as seen by a block during an explanation.
 
@@ -64,7 +93,7 @@ class RoutedF:
         # cyclic garbage collector happens to run
         self._session = weakref.ref(session)
 
-    contrib = None  # set below: the routed ``mxnet.ndarray.contrib``
+    contrib = _RoutedContrib()
 
     def __getattr__(self, name):
         return getattr(nd, name)
@@ -102,38 +131,6 @@ class RoutedF:
         kwargs.setdefault('cudnn_off', False)
         with autograd.train_mode():
             return nd.Pooling(data, *args, **kwargs)
-
-
-class _RoutedContrib:
-    """``mxnet.ndarray.contrib`` as seen by a block during an explanation: ``box_decode`` (the box decoder of
-    GluonCV's SSD and Faster R-CNN) is computed from elementary ops. MXNet 1.9.1's op has no gradient (it returns
-    zeros) and crashes Faster R-CNN's backward pass; the values are the same (checked in the tests)."""
-
-    def __getattr__(self, name):
-        return getattr(nd.contrib, name)
-
-    @staticmethod
-    def box_decode(data, anchors, std0=1., std1=1., std2=1., std3=1., clip=-1., format='center', **kwargs):
-        """Boxes (xmin, ymin, xmax, ymax) from offsets (dx, dy, dw, dh) relative to anchors given as corners or
-        as (x, y, width, height) centres."""
-        a = nd.split(anchors, axis=-1, num_outputs=4)
-        if format == 'corner':
-            width, height = a[2] - a[0], a[3] - a[1]
-            x, y = a[0] + width / 2, a[1] + height / 2
-        else:
-            x, y, width, height = a
-        d = nd.split(data, axis=-1, num_outputs=4)
-        x = nd.broadcast_add(nd.broadcast_mul(d[0] * std0, width), x)
-        y = nd.broadcast_add(nd.broadcast_mul(d[1] * std1, height), y)
-        dw, dh = d[2] * std2, d[3] * std3
-        if clip > 0:
-            dw, dh = nd.minimum(dw, clip), nd.minimum(dh, clip)
-        half_width = nd.broadcast_mul(nd.exp(dw), width) / 2
-        half_height = nd.broadcast_mul(nd.exp(dh), height) / 2
-        return nd.concat(x - half_width, y - half_height, x + half_width, y + half_height, dim=-1)
-
-
-RoutedF.contrib = _RoutedContrib()
 
 
 class Session:
