@@ -128,9 +128,9 @@ class Explainer:
             for mode in modes:
                 session.backward(head, head_grad, mode)
                 self._check_reached(session, blocks)
-                gradients[mode] = {name: session.captures[id(block)].leaf.grad.copy()
+                gradients[mode] = {name: session.gradient(session.captures[id(block)].leaf)
                                    for name, block in blocks.items()}
-                input_gradients[mode] = session.input.grad.copy()
+                input_gradients[mode] = session.gradient(session.input)
             results.append(Backprop(inference_output, classes, activations, gradients, input_gradients))
         return results
 

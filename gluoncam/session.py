@@ -50,33 +50,37 @@ class _Cut:
         self.head, self.leaf, self.block, self.is_relu, self.upper = head, leaf, block, is_relu, upper
 
 
+def decode_boxes(data, anchors, std0=1., std1=1., std2=1., std3=1., clip=-1., format='center', **kwargs):
+    """``mxnet.ndarray.contrib.box_decode`` from elementary ops: boxes (xmin, ymin, xmax, ymax) from offsets
+    (dx, dy, dw, dh) relative to anchors given as corners or as (x, y, width, height) centres."""
+    a = nd.split(anchors, axis=-1, num_outputs=4)
+    if format == 'corner':
+        width, height = a[2] - a[0], a[3] - a[1]
+        x, y = a[0] + width / 2, a[1] + height / 2
+    else:
+        x, y, width, height = a
+    d = nd.split(data, axis=-1, num_outputs=4)
+    x = nd.broadcast_add(nd.broadcast_mul(d[0] * std0, width), x)
+    y = nd.broadcast_add(nd.broadcast_mul(d[1] * std1, height), y)
+    dw, dh = d[2] * std2, d[3] * std3
+    if clip > 0:
+        dw, dh = nd.minimum(dw, clip), nd.minimum(dh, clip)
+    half_width = nd.broadcast_mul(nd.exp(dw), width) / 2
+    half_height = nd.broadcast_mul(nd.exp(dh), height) / 2
+    return nd.concat(x - half_width, y - half_height, x + half_width, y + half_height, dim=-1)
+
+
 class _RoutedContrib:
     """``mxnet.ndarray.contrib`` as seen by a block during an explanation: ``box_decode`` (the box decoder of
-    GluonCV's SSD and Faster R-CNN) is computed from elementary ops. MXNet 1.9.1's op has no gradient (it returns
-    zeros) and crashes Faster R-CNN's backward pass; the values are the same (checked in the tests)."""
+    GluonCV's SSD and Faster R-CNN) is :func:`decode_boxes`. MXNet 1.9.1's op has no gradient (it returns zeros)
+    and crashes Faster R-CNN's backward pass; the values are the same (checked in the tests)."""
+
+    def __init__(self):
+        # an instance attribute: GluonCV looks for 'box_decode' in F.contrib.__dict__ (else it decodes by itself)
+        self.box_decode = decode_boxes
 
     def __getattr__(self, name):
         return getattr(nd.contrib, name)
-
-    @staticmethod
-    def box_decode(data, anchors, std0=1., std1=1., std2=1., std3=1., clip=-1., format='center', **kwargs):
-        """Boxes (xmin, ymin, xmax, ymax) from offsets (dx, dy, dw, dh) relative to anchors given as corners or
-        as (x, y, width, height) centres."""
-        a = nd.split(anchors, axis=-1, num_outputs=4)
-        if format == 'corner':
-            width, height = a[2] - a[0], a[3] - a[1]
-            x, y = a[0] + width / 2, a[1] + height / 2
-        else:
-            x, y, width, height = a
-        d = nd.split(data, axis=-1, num_outputs=4)
-        x = nd.broadcast_add(nd.broadcast_mul(d[0] * std0, width), x)
-        y = nd.broadcast_add(nd.broadcast_mul(d[1] * std1, height), y)
-        dw, dh = d[2] * std2, d[3] * std3
-        if clip > 0:
-            dw, dh = nd.minimum(dw, clip), nd.minimum(dh, clip)
-        half_width = nd.broadcast_mul(nd.exp(dw), width) / 2
-        half_height = nd.broadcast_mul(nd.exp(dh), height) / 2
-        return nd.concat(x - half_width, y - half_height, x + half_width, y + half_height, dim=-1)
 
 
 class RoutedF:
@@ -153,6 +157,7 @@ class Session:
         self.F = RoutedF(self)
         self._block_stack: list = []
         self._outer = None
+        self._totals: Dict[int, NDArray] = {}
 
     def __enter__(self) -> 'Session':
         self._outer = active_session()
@@ -223,24 +228,50 @@ class Session:
 
     # ----- backward
     def backward(self, head: NDArray, head_grad: NDArray, mode: str) -> None:
-        """One sweep: gradients of ``sum(head * head_grad)`` land in ``self.input.grad`` and the captures' leaves.
+        """One sweep: the gradients of ``sum(head * head_grad)`` at the input and the captures' leaves, read with
+        :meth:`gradient`.
 
         A cut's leaf has its full gradient once every later cut has been swept (later cuts hold everything
         computed from it), so the cuts are swept in reverse order of creation.
         """
-        for leaf in self._leaves():
-            leaf.grad[:] = 0
+        self._totals = {}
+        kept = {id(self.input)} | {id(cut.leaf) for cut in self.captures.values()}
+        self._sweep(head, head_grad)
+        for cut in reversed(self.cuts):
+            total = self._totals.get(id(cut.leaf)) if id(cut.leaf) in kept else self._totals.pop(id(cut.leaf), None)
+            if total is None:
+                continue  # nothing downstream used it: its gradient is zero
+            grad = relu_backward(mode, total, cut.head, cut.upper) if cut.is_relu else total
+            if self.is_leaf(cut.head):  # a captured block returned a leaf (e.g. its ReLU's output) as it is
+                self._add(cut.head, grad)
+            else:
+                self._sweep(cut.head, grad)
+
+    def _sweep(self, head: NDArray, head_grad: NDArray) -> None:
+        """Back-propagate one recorded piece and add what reached each leaf to that leaf's total.
+
+        Leaves take their gradient with grad_req 'write' and the totals are summed here: MXNet's native (non-MKLDNN)
+        1 x 1 convolution and clip write their input gradient even where grad_req is 'add'.
+        """
+        leaves = self._leaves()
+        for leaf in leaves:
             leaf._fresh_grad = False
         _backward(head, head_grad)
-        for cut in reversed(self.cuts):
-            if not cut.leaf._fresh_grad:
-                continue  # nothing downstream used it: its gradient is zero
-            grad = relu_backward(mode, cut.leaf.grad, cut.head, cut.upper) if cut.is_relu else cut.leaf.grad
-            if self.is_leaf(cut.head):  # a captured block returned a leaf (e.g. its ReLU's output) as it is
-                cut.head.grad[:] += grad
-                cut.head._fresh_grad = True
-            else:
-                _backward(cut.head, grad)
+        for leaf in leaves:
+            if leaf._fresh_grad:
+                self._add(leaf, leaf.grad)
+
+    def _add(self, leaf: NDArray, grad: NDArray) -> None:
+        total = self._totals.get(id(leaf))
+        if total is None:
+            self._totals[id(leaf)] = grad.copy()
+        else:
+            total += grad
+
+    def gradient(self, leaf: NDArray) -> NDArray:
+        """The last sweep's gradient at ``leaf`` (the input or a capture's leaf); zeros where it did not reach."""
+        total = self._totals.get(id(leaf))
+        return nd.zeros_like(leaf) if total is None else total
 
     def _leaves(self) -> List[NDArray]:
         return [self.input] + [cut.leaf for cut in self.cuts]
@@ -250,7 +281,7 @@ class Session:
 
     def reached(self, block) -> bool:
         """Whether the last sweep reached the captured block's output."""
-        return bool(self.captures[id(block)].leaf._fresh_grad)
+        return id(self.captures[id(block)].leaf) in self._totals
 
     def recorded_pieces(self):
         """(block after which the piece ends, head) for every recorded piece, for inspecting escaped ops."""
@@ -258,7 +289,7 @@ class Session:
 
 
 def _leaf(value: NDArray) -> NDArray:
-    value.attach_grad(grad_req='add')
+    value.attach_grad(grad_req='write')
     return value
 
 

@@ -59,6 +59,10 @@ def test_faster_rcnn_runs_its_inference_path_and_its_box_decoder_has_gradients(f
     """Faster R-CNN returns detections only on its inference path (its training path takes ground truth), and
     MXNet's own box_decode op has no gradient and crashes its backward pass: gluoncam routes it."""
     x = image(128)
+    expected = [part.asnumpy() for part in faster_rcnn(x)]
+    output = gluoncam.Explainer(faster_rcnn).backprop(x, DetectionScore(0)).output
+    for got, want in zip(output, expected):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-4)  # the same boxes and scores
     result = detection.explain_boxes(faster_rcnn, x, 'features', 'gradcam', top_k=2)
     assert result.valid.all() and np.abs(result.maps.asnumpy()).sum() > 0
     first_box_size = lambda out: (out[2][:, 0, 2:] - out[2][:, 0, :2]).sum(axis=1)  # noqa: E731
