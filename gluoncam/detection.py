@@ -83,9 +83,8 @@ def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int =
     ids, scores, boxes, valid = _top_detections(results[0].output, top_k, min_score, classes)
     weighting = cams.CAM_METHODS[method]()
     per_box = [weighting(result.activations[name], result.gradients['normal'][name], None) for result in results]
-    box_maps = nd.stack(*per_box, axis=1) * nd.array(valid, ctx=x.context, dtype=per_box[0].dtype).expand_dims(2) \
-        .expand_dims(3)
-    return BoxMaps(ids, scores, boxes, valid, box_maps)
+    explained = nd.array(valid, ctx=x.context, dtype=per_box[0].dtype).reshape(valid.shape + (1, 1))
+    return BoxMaps(ids, scores, boxes, valid, nd.stack(*per_box, axis=1) * explained)
 
 
 def _top_detections(output, top_k: int, min_score: float, classes):

@@ -161,13 +161,7 @@ class SegmentationTarget:
         self.mask = None if mask is None else np.asarray(mask, dtype=np.float32)
 
     def __call__(self, output) -> NDArray:
-        logits = _first(output)
-        if not isinstance(logits, NDArray) or logits.ndim != 4:
-            raise ValueError(f"a segmentation target needs an output of shape (N, classes, H, W); the network "
-                             f"returns {_describe(output)}")
-        if not 0 <= self.category < logits.shape[1]:
-            raise ValueError(f"class {self.category} out of range: the segmentation output has {logits.shape[1]} "
-                             f"classes (valid ids 0..{logits.shape[1] - 1})")
+        logits = _dense_output(output, self.category, 'a segmentation target needs an output', 'class', 'classes')
         scores = logits[:, self.category]
         return (scores * self._mask(logits)).sum(axis=(1, 2))
 
@@ -188,14 +182,21 @@ class KeypointTarget:
         self.keypoint = int(keypoint)
 
     def __call__(self, output) -> NDArray:
-        heatmaps = _first(output)
-        if not isinstance(heatmaps, NDArray) or heatmaps.ndim != 4:
-            raise ValueError(f"a keypoint target needs heatmaps of shape (N, keypoints, h, w); the network returns "
-                             f"{_describe(output)}")
-        if not 0 <= self.keypoint < heatmaps.shape[1]:
-            raise ValueError(f"keypoint {self.keypoint} out of range: the network gives {heatmaps.shape[1]} "
-                             f"heatmaps (valid ids 0..{heatmaps.shape[1] - 1})")
+        heatmaps = _dense_output(output, self.keypoint, 'a keypoint target needs heatmaps', 'keypoint',
+                                 'keypoints')
         return heatmaps[:, self.keypoint].max(axis=(1, 2))
+
+
+def _dense_output(output, index: int, needs: str, kind: str, kinds: str) -> NDArray:
+    """The N x ``kinds`` x H x W array of ``output`` (its first element if a tuple), checked to have channel
+    ``index``."""
+    dense = _first(output)
+    if not isinstance(dense, NDArray) or dense.ndim != 4:
+        raise ValueError(f"{needs} of shape (N, {kinds}, H, W); the network returns {_describe(output)}")
+    if not 0 <= index < dense.shape[1]:
+        raise ValueError(f"{kind} {index} out of range: the output has {dense.shape[1]} {kinds} (valid ids "
+                         f"0..{dense.shape[1] - 1})")
+    return dense
 
 
 def _first(output):

@@ -158,7 +158,7 @@ def test_layer_list_of_a_gluoncv_model(capsys):
     (['--model', 'resnet18_v1', '--random-weights', '--size', '32', '--task', 'detect'],
      "a detection target needs a detector's output (class ids, scores, boxes); the network returns shape (1, 1000)"),
     (['--model', 'resnet18_v1', '--random-weights', '--size', '32', '--task', 'pose'],
-     "a keypoint target needs heatmaps of shape (N, keypoints, h, w); the network returns shape (1, 1000)"),
+     "a keypoint target needs heatmaps of shape (N, keypoints, H, W); the network returns shape (1, 1000)"),
     (DETECTOR + ['--task', 'segment'], "the network returns a tuple of 3: shape (1, 100, 1)"),
     (SEGMENTER + ['--task', 'classify'], "(N, classes, H, W): use --task segment"),
     (DETECTOR + ['--keypoint', 'nose'], "--keypoint is for --task pose, not detect"),
