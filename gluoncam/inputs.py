@@ -80,10 +80,17 @@ def score_head(output, target: Target) -> Tuple[NDArray, NDArray, Optional[NDArr
         return score, nd.ones_like(score), None
     if not isinstance(output, NDArray) or output.ndim != 2:
         raise ValueError(f"class targets need an output of shape (N, classes); the network returns "
-                         f"{getattr(output, 'shape', type(output).__name__)}: pass a function that maps the "
-                         f"output to one score per sample")
+                         f"{describe_output(output)}: pass a function that maps the output to one score per sample "
+                         f"(gluoncam.targets has them for detection, segmentation and pose)")
     classes = classes_for(output, target)
     return output, nd.one_hot(classes, output.shape[1], dtype=output.dtype), classes
+
+
+def describe_output(output) -> str:
+    """What a network returned, for error messages: shapes, nested as the output is."""
+    if isinstance(output, (list, tuple)):
+        return f"a {type(output).__name__} of {len(output)}: " + ', '.join(describe_output(o) for o in output)
+    return f"shape {output.shape}" if isinstance(output, NDArray) else type(output).__name__
 
 
 def _batch_size(output) -> int:

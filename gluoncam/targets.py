@@ -10,6 +10,8 @@ import numpy as np
 from mxnet import nd
 from mxnet.ndarray import NDArray
 
+from .inputs import describe_output
+
 __all__ = ['BoxScoreTarget', 'DetectionScore', 'KeypointTarget', 'SegmentationTarget', 'detections', 'box_iou']
 
 
@@ -21,20 +23,14 @@ def detections(output) -> Tuple[NDArray, NDArray, NDArray]:
     """
     if not isinstance(output, (list, tuple)) or len(output) != 3:
         raise ValueError(f"a detection target needs a detector's output (class ids, scores, boxes); the network "
-                         f"returns {_describe(output)}")
+                         f"returns {describe_output(output)}")
     ids, scores, boxes = output
     if ids.ndim == 3:
         ids, scores = ids[:, :, 0], scores[:, :, 0]
     if ids.ndim != 2 or boxes.ndim != 3 or boxes.shape[2] != 4 or scores.shape != ids.shape:
         raise ValueError(f"expected detections as ids N x K (x 1), scores N x K (x 1), boxes N x K x 4; the "
-                         f"network returns {_describe(output)}")
+                         f"network returns {describe_output(output)}")
     return ids, scores, boxes
-
-
-def _describe(output) -> str:
-    if isinstance(output, (list, tuple)):
-        return f"a {type(output).__name__} of {len(output)}: " + ', '.join(_describe(o) for o in output)
-    return f"shape {output.shape}" if isinstance(output, NDArray) else type(output).__name__
 
 
 def ranked(ids: NDArray, scores: NDArray, classes: Optional[Sequence[int]] = None) -> NDArray:
@@ -192,7 +188,7 @@ def _dense_output(output, index: int, needs: str, kind: str, kinds: str) -> NDAr
     ``index``."""
     dense = _first(output)
     if not isinstance(dense, NDArray) or dense.ndim != 4:
-        raise ValueError(f"{needs} of shape (N, {kinds}, H, W); the network returns {_describe(output)}")
+        raise ValueError(f"{needs} of shape (N, {kinds}, H, W); the network returns {describe_output(output)}")
     if not 0 <= index < dense.shape[1]:
         raise ValueError(f"{kind} {index} out of range: the output has {dense.shape[1]} {kinds} (valid ids "
                          f"0..{dense.shape[1] - 1})")

@@ -6,6 +6,7 @@ from mxnet import autograd, nd
 from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as stock
 
+import gluoncam
 from gluoncam import cams, detection
 from gluoncam.session import RoutedF
 from gluoncam.targets import BoxScoreTarget, DetectionScore, KeypointTarget, SegmentationTarget, box_iou
@@ -175,3 +176,10 @@ def test_bad_detection_requests_are_refused(toy):
         detection.explain_boxes(toy, x, 'body.0', 'scorecam')
     with pytest.raises(ValueError, match="the detector returns 4 detections per image"):
         detection.explain_boxes(toy, x, 'body.0', top_k=5)
+
+
+def test_a_class_target_on_a_detector_describes_the_output_and_points_at_the_targets(toy):
+    with pytest.raises(ValueError, match=r"class targets need an output of shape \(N, classes\); the network returns "
+                                         r"a tuple of 3: shape \(1, 4, 1\), shape \(1, 4, 1\), shape \(1, 4, 4\).*"
+                                         r"gluoncam.targets"):
+        gluoncam.Explainer(toy).backprop(batch(1, (3, 6, 6)))
