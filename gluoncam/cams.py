@@ -169,8 +169,8 @@ def target_scores(output: NDArray, target: Target, classes, rows: slice, repeats
     return nd.pick(output, nd.take(classes.astype('float32'), sample), axis=1)
 
 
-def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: str = 'gradcam', target: Target = None,
-        score: str = 'logits', batch_size: int = 32) -> NDArray:
+def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: Union[str, Sequence[str]] = 'gradcam',
+        target: Target = None, score: str = 'logits', batch_size: int = 32) -> Union[NDArray, Dict[str, NDArray]]:
     """A CAM-family map: one forward and one backward pass, or (Eigen-, Score-, Ablation-CAM) forward passes only.
 
     Parameters
@@ -178,38 +178,52 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: str = 'grad
     layers : str, Block, or a sequence of them
         One layer: its raw map, N x h x w. Several: each layer's map upsampled to the input, then scaled to
         [0, 1], then averaged into one N x H x W map.
-    method : str
+    method : str or sequence of str
         One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
-        ``scorecam``, ``ablationcam``.
+        ``scorecam``, ``ablationcam``; or several, which share one forward pass and one backward sweep and
+        come back as ``{method: map}``.
     target, score :
         As in :meth:`Explainer.backprop`.
     batch_size : int
         Rows per forward pass for Score-CAM and Ablation-CAM.
     """
-    if method not in CAM_METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join(CAM_METHODS)}")
+    methods = [method] if isinstance(method, str) else list(dict.fromkeys(method))
+    unknown = [name for name in methods if name not in CAM_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown CAM method {unknown[0] if unknown else method!r}; valid: {', '.join(CAM_METHODS)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     single = not isinstance(layers, (list, tuple))
     layer_list: List[LayerRef] = [layers] if single else list(layers)
     x = as_batch(net, x)
-    weighting = CAM_METHODS[method]()
+    weightings = {name: CAM_METHODS[name]() for name in methods}
     with Explainer(net) as explainer:
-        if weighting.needs_gradient:
-            result = explainer.backprop(x, target, layer_list, ('normal',), score=score)
-            activations, gradients = result.activations, result.gradients['normal']
-        else:
-            output, activations = explainer.forward(x, layer_list, score=score)
-            if weighting.needs_scores:
-                classes = None if callable(target) else classes_for(output, target)
-                original = target_scores(output, target, classes, slice(0, x.shape[0]))
-            gradients = {}
-        cams = []
-        for layer in layer_list:
-            name = display_name(layer)
-            scorer = Scorer(explainer, x, classes, target, layer, score, batch_size, original) \
-                if weighting.needs_scores else None
-            cams.append(weighting(activations[name], gradients.get(name), scorer))
-    if single:
-        return cams[0]
-    return nd.add_n(*[maps.normalize(maps.upsample(c, x.shape[2:])) for c in cams]) / len(cams)
+        activations, gradients, scorers = _passes(explainer, x, layer_list, weightings.values(), target, score,
+                                                  batch_size)
+        results = {}
+        for name, weighting in weightings.items():
+            cams = [weighting(activations[display_name(layer)], gradients.get(display_name(layer)),
+                              scorers.get(display_name(layer))) for layer in layer_list]
+            results[name] = cams[0] if single else \
+                nd.add_n(*[maps.normalize(maps.upsample(c, x.shape[2:])) for c in cams]) / len(cams)
+    return results[method] if isinstance(method, str) else results
+
+
+def _passes(explainer: Explainer, x: NDArray, layers: List[LayerRef], weightings, target: Target, score: str,
+            batch_size: int):
+    """The passes the methods share: (activations, gradients, scorers), each by layer name; a backward sweep
+    only if a method needs gradients, scorers only if one scores modified inputs."""
+    activations, gradients, scorers = {}, {}, {}
+    needs_scores = any(weighting.needs_scores for weighting in weightings)
+    if any(weighting.needs_gradient for weighting in weightings):
+        result = explainer.backprop(x, target, layers, ('normal',), score=score)
+        activations, gradients = result.activations, result.gradients['normal']
+    if needs_scores or not activations:
+        output, forward_activations = explainer.forward(x, layers, score=score)
+        activations = activations or forward_activations
+    if needs_scores:
+        classes = None if callable(target) else classes_for(output, target)
+        original = target_scores(output, target, classes, slice(0, x.shape[0]))
+        scorers = {display_name(layer): Scorer(explainer, x, classes, target, layer, score, batch_size, original)
+                   for layer in layers}
+    return activations, gradients, scorers

@@ -173,8 +173,13 @@ def explain_classes(explainer: Explainer, job: Job, images: Dict[str, np.ndarray
     names = _names_for(job.names, probabilities.shape[1])
     raw = method_maps(result, layer, [m for m in methods if m in CLASSIC])
     target = result.classes if job.target is None else job.target
+    more_cams = [m for m in methods if m in cams.CAM_METHODS and m not in CLASSIC]
+    if more_cams:  # one shared pass for all of them
+        raw.update({method: values.asnumpy() for method, values in
+                    cams.cam(job.net, x, layer, more_cams, target, batch_size=args.batch_size).items()})
     raw.update({method: other_map(job.net, x, target, layer, method, args.batch_size).asnumpy()
-                for method in methods if method not in CLASSIC})
+                for method in methods if method not in raw})
+    raw = {method: raw[method] for method in methods}
     for i, (path, image) in enumerate(images.items()):
         top = np.argsort(-probabilities[i])[:args.top_k]
         print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[i, k]:.3f}" for k in top))
@@ -306,9 +311,9 @@ def check_fits(target, output) -> None:
 
 
 def cam_maps(job: Job, x: nd.NDArray, target) -> Dict[str, np.ndarray]:
-    """Each method's raw CAM of ``target`` for one image (h x w)."""
-    return {method: cams.cam(job.net, x, job.layer, method, target, batch_size=job.args.batch_size)[0].asnumpy()
-            for method in job.methods}
+    """Each method's raw CAM of ``target`` for one image (h x w), from one shared pass."""
+    found = cams.cam(job.net, x, job.layer, list(job.methods), target, batch_size=job.args.batch_size)
+    return {method: values[0].asnumpy() for method, values in found.items()}
 
 
 def save_maps(stem: str, raw: Dict[str, np.ndarray]) -> None:
@@ -346,9 +351,7 @@ def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
 
 
 def other_map(net, x, target, layer: str, method: str, batch_size: int) -> nd.NDArray:
-    """The maps beyond the classic three, each from its own passes."""
-    if method in cams.CAM_METHODS:
-        return cams.cam(net, x, layer, method, target, batch_size=batch_size)
+    """A gradient method's map, from its own passes."""
     if method in ('guided-backprop', 'deconv'):
         return gradients.gradient(net, x, target, 'guided' if method == 'guided-backprop' else 'deconv')
     if method == 'input-x-gradient':

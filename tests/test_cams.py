@@ -9,6 +9,7 @@ from mxnet.gluon import nn as stock
 
 import gluoncam
 from gluoncam import cams, maps
+from gluoncam.explainer import Explainer
 from conftest import batch, small_net
 
 LAYER = '4'          # Conv2D(6 -> 8) with fused ReLU: N x 8 x 6 x 5 for a 12 x 10 input
@@ -604,3 +605,27 @@ def test_backprop_output_score_matches_finite_differences():
         numeric = (net64(x64 + eps * d).asnumpy()[0, k] - net64(x64 - eps * d).asnumpy()[0, k]) / (2 * eps)
         assert abs(numeric) > 1e-5
         np.testing.assert_allclose((grad * direction).sum(), numeric, rtol=1e-3, atol=1e-8)
+
+
+
+def test_several_methods_share_one_forward_and_one_sweep(net, x, monkeypatch):
+    methods = list(cams.CAM_METHODS)
+    expected = {method: cams.cam(net, x, LAYER, method, batch_size=7).asnumpy() for method in methods}
+    calls = {'backprop': 0, 'forward': 0}
+    for name in calls:
+        def counted(self, *args, _name=name, _original=getattr(Explainer, name), **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(Explainer, name, counted)
+    gradient_only = cams.cam(net, x, LAYER, ['gradcam', 'gradcam++', 'layercam'])
+    assert calls == {'backprop': 1, 'forward': 0} and list(gradient_only) == ['gradcam', 'gradcam++', 'layercam']
+    every = cams.cam(net, x, [LAYER], methods, batch_size=7)
+    for method in methods:
+        np.testing.assert_allclose(every[method].asnumpy(), _np(cams.cam(net, x, [LAYER], method, batch_size=7)),
+                                   rtol=1e-5, atol=1e-6, err_msg=method)
+    shared = cams.cam(net, x, LAYER, methods, batch_size=7)
+    for method in methods:
+        np.testing.assert_allclose(shared[method].asnumpy(), expected[method], rtol=1e-5, atol=1e-6,
+                                   err_msg=method)
+    with pytest.raises(ValueError, match="unknown CAM method 'nope'"):
+        cams.cam(net, x, LAYER, ['gradcam', 'nope'])
