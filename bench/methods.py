@@ -281,7 +281,8 @@ def score_like(net, x, layer, method, k, cam_batch):
         else:  # AblationCAM.weights, ablating channels 0..k-1 of all C
             n, c = activation.shape[:2]
             keep = 1 - nd.one_hot(nd.arange(k, ctx=activation.context).tile(n), c, dtype=activation.dtype)
-            ablated = scorer.scores(scorer.repeated_input(k), repeats=k, layer_mask=keep.reshape((n * k, c, 1, 1)))
+            ablated = scorer.scores(lambda rows: scorer.sample_rows(rows, k), n * k, repeats=k,
+                                    layer_mask=keep.reshape((n * k, c, 1, 1)))
             safe = nd.where(nd.abs(original) < cams.EPSILON, cams.EPSILON * nd.ones_like(original), original)
             weights = ((original.reshape((n, 1)) - ablated.reshape((n, k))) / safe.reshape((n, 1)))
             weights = weights.reshape((n, k, 1, 1))

@@ -102,10 +102,14 @@ class ScoreCAM(CAMMethod):
     needs_scores = True
 
     def weights(self, activation, gradient, scorer):
-        masks = maps.normalize(maps.upsample(_channels_as_maps(activation), scorer.input_size))  # NC x H x W
         n, c = activation.shape[:2]
-        inputs = scorer.repeated_input(c) * masks.expand_dims(1)
-        scores = scorer.scores(inputs, repeats=c).reshape((n, c))
+        channels = _channels_as_maps(activation)  # NC x h x w
+
+        def masked_inputs(rows: slice) -> NDArray:  # made per batch: memory bounded by batch_size, not by N x C
+            masks = maps.normalize(maps.upsample(channels[rows], scorer.input_size))
+            return scorer.sample_rows(rows, c) * masks.expand_dims(1)
+
+        scores = scorer.scores(masked_inputs, n * c, repeats=c).reshape((n, c))
         return nd.softmax(scores, axis=1).reshape((n, c, 1, 1))
 
 
@@ -118,7 +122,8 @@ class AblationCAM(CAMMethod):
     def weights(self, activation, gradient, scorer):
         n, c = activation.shape[:2]
         keep = 1 - nd.one_hot(nd.arange(c, ctx=activation.context).tile(n), c, dtype=activation.dtype)
-        ablated = scorer.scores(scorer.repeated_input(c), repeats=c, layer_mask=keep.reshape((n * c, c, 1, 1)))
+        ablated = scorer.scores(lambda rows: scorer.sample_rows(rows, c), n * c, repeats=c,
+                                layer_mask=keep.reshape((n * c, c, 1, 1)))
         original = scorer.original.reshape((n, 1))
         safe = nd.where(nd.abs(original) < EPSILON, EPSILON * nd.ones_like(original), original)
         return ((original - ablated.reshape((n, c))) / safe).reshape((n, c, 1, 1))
@@ -144,19 +149,22 @@ class Scorer:
         self.layer, self.score, self.batch_size, self.original = layer, score, batch_size, original
         self.input_size = x.shape[2:]
 
-    def repeated_input(self, repeats: int) -> NDArray:
-        return nd.repeat(self.x, repeats, axis=0)
+    def sample_rows(self, rows: slice, repeats: int) -> NDArray:
+        """Rows ``rows`` of the batch with each image repeated ``repeats`` times (row r is image r // repeats)."""
+        return nd.take(self.x, nd.floor(nd.arange(rows.start, rows.stop, ctx=self.x.context) / repeats))
 
-    def scores(self, inputs: NDArray, repeats: int, layer_mask: NDArray = None) -> NDArray:
-        """The target score of each row of ``inputs`` (row r belongs to sample r // repeats)."""
+    def scores(self, make_rows: Callable[[slice], NDArray], total: int, repeats: int,
+               layer_mask: NDArray = None) -> NDArray:
+        """The target score of each of ``total`` input rows, made ``batch_size`` at a time by ``make_rows``
+        (row r belongs to sample r // repeats)."""
         out = []
-        for start in range(0, inputs.shape[0], self.batch_size):
-            rows = slice(start, min(start + self.batch_size, inputs.shape[0]))
+        for start in range(0, total, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, total))
             replace = None
             if layer_mask is not None:
                 mask = layer_mask[rows]
                 replace = {self.layer: lambda value, mask=mask: value * mask}
-            output, _ = self.explainer.forward(inputs[rows], replace=replace, score=self.score)
+            output, _ = self.explainer.forward(make_rows(rows), replace=replace, score=self.score)
             out.append(target_scores(output, self.target, self.classes, rows, repeats))
         return nd.concat(*out, dim=0)
 
