@@ -3,6 +3,7 @@ import argparse
 import difflib
 import os
 import sys
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -233,7 +234,8 @@ def print_boxes(path: str, labels: List[str], boxes: np.ndarray) -> None:
 def box_panels(image: np.ndarray, boxes: List[drawing.Box], heat: np.ndarray) -> List[drawing.Panel]:
     """The image with every box, then each box's map (``heat``: K x H x W in [0, 1]) with that box."""
     panels = [drawing.Panel(f'{len(boxes)} detection(s)' if boxes else 'no detections', image, boxes)]
-    return panels + [drawing.Panel(f'{j + 1}. {box.label}', overlay(image, values), [_unlabelled(box)])
+    return panels + [drawing.Panel(f'{j + 1}. {box.label}', overlay(image, values),
+                                   [dataclasses.replace(box, label='')])
                      for j, (box, values) in enumerate(zip(boxes, heat))]
 
 
@@ -242,14 +244,15 @@ def explain_segments(explainer: Explainer, job: Job, images: Dict[str, np.ndarra
     x = batch_input(job, images)
     output, _ = explainer.forward(x)
     check_fits(targets.SegmentationTarget(job.target or 0), output)
-    logits = _first(output)
+    logits = targets.first_array(output)
     names = _names_for(job.names, logits.shape[1])
     predicted = nd.argmax(logits, axis=1).asnumpy().astype(np.min_scalar_type(len(names)))
     for i, (path, image) in enumerate(images.items()):
         shares = np.bincount(predicted[i].ravel(), minlength=len(names)) / predicted[i].size
         category = job.target if job.target is not None else main_class(shares, names)
         print_shares(path, shares, names, category)
-        raw = cam_maps(job, x[i:i + 1], targets.SegmentationTarget(category))
+        raw = {method: values[0] for method, values in
+               cam_maps(job, x[i:i + 1], targets.SegmentationTarget(category)).items()}
         stem = _stem(job.args.out, path)
         np.save(stem + '_mask.npy', predicted[i])
         save_maps(stem, raw)
@@ -285,12 +288,13 @@ def explain_keypoints(explainer: Explainer, job: Job, images: Dict[str, np.ndarr
     output, _ = explainer.forward(x)
     target = targets.KeypointTarget(job.target)
     check_fits(target, output)
-    heatmaps = _first(output)[:, job.target].asnumpy()
+    heatmaps = targets.first_array(output)[:, job.target].asnumpy()
     keypoint = job.names[job.target]
+    batch_maps = cam_maps(job, x, target)  # the same target for every image: one pass for the batch
     for i, (path, image) in enumerate(images.items()):
         peak = heatmap_peak(heatmaps[i], image.shape[:2], keypoint)
         print(f"{path}: {keypoint} peak {heatmaps[i].max():.3g} at ({peak.x:.0f}, {peak.y:.0f})")
-        raw = cam_maps(job, x[i:i + 1], target)
+        raw = {method: values[i] for method, values in batch_maps.items()}
         stem = _stem(job.args.out, path)
         save_maps(stem, raw)
         panels = [drawing.Panel(f'{keypoint} (heatmap peak)', image, points=[peak])]
@@ -311,9 +315,9 @@ def check_fits(target, output) -> None:
 
 
 def cam_maps(job: Job, x: nd.NDArray, target) -> Dict[str, np.ndarray]:
-    """Each method's raw CAM of ``target`` for one image (h x w), from one shared pass."""
+    """Each method's raw CAMs of ``target`` (N x h x w), from one shared pass."""
     found = cams.cam(job.net, x, job.layer, list(job.methods), target, batch_size=job.args.batch_size)
-    return {method: values[0].asnumpy() for method, values in found.items()}
+    return {method: values.asnumpy() for method, values in found.items()}
 
 
 def save_maps(stem: str, raw: Dict[str, np.ndarray]) -> None:
@@ -476,16 +480,8 @@ def _names_for(names: List[str], count: int) -> List[str]:
     return names if len(names) == count else [f'class {k}' for k in range(count)]
 
 
-def _first(output) -> nd.NDArray:
-    return output[0] if isinstance(output, (list, tuple)) else output
-
-
 def _stem(out: str, path: str) -> str:
     return os.path.join(out, os.path.splitext(os.path.basename(path))[0])
-
-
-def _unlabelled(box: drawing.Box) -> drawing.Box:
-    return drawing.Box(box.x0, box.y0, box.x1, box.y1, '', box.color)
 
 
 def _batches(items, size: int):

@@ -186,7 +186,7 @@ class KeypointTarget:
 def _dense_output(output, index: int, needs: str, kind: str, kinds: str) -> NDArray:
     """The N x ``kinds`` x H x W array of ``output`` (its first element if a tuple), checked to have channel
     ``index``."""
-    dense = _first(output)
+    dense = first_array(output)
     if not isinstance(dense, NDArray) or dense.ndim != 4:
         raise ValueError(f"{needs} of shape (N, {kinds}, H, W); the network returns {describe_output(output)}")
     if not 0 <= index < dense.shape[1]:
@@ -195,5 +195,6 @@ def _dense_output(output, index: int, needs: str, kind: str, kinds: str) -> NDAr
     return dense
 
 
-def _first(output):
+def first_array(output) -> NDArray:
+    """The output itself, or its first element if it is a tuple (as GluonCV's segmentation networks return)."""
     return output[0] if isinstance(output, (list, tuple)) else output

@@ -76,6 +76,7 @@ from mxnet import nd
 from mxnet.gluon import HybridBlock, nn
 
 import gluoncam
+from gluoncam.nn import walk
 import zoo_reference
 
 REL = 1e-4
@@ -155,22 +156,11 @@ def selected_cases():
 
 # ----- setting a model up
 
-def blocks(net):
-    """The network and every block in it, each once (a block may be shared)."""
-    found, stack = {}, [net]
-    while stack:
-        block = stack.pop()
-        if id(block) not in found:
-            found[id(block)] = block
-            stack.extend(block._children.values())
-    return list(found.values())
-
-
 def amplify(net, case):
     """Give every BatchNorm the gain ``case.bn_gain`` (its running variance divided by the gain squared): with
     random weights a ReLU6 or hard-swish network's activations stay below 6, where the upper bound never acts,
     and its gradients vanish."""
-    for block in blocks(net):
+    for block in walk(net):
         if isinstance(block, nn.BatchNorm) and case.bn_gain != 1:
             block.running_var.set_data(block.running_var.data() / case.bn_gain ** 2)
 
@@ -254,7 +244,7 @@ def arm_parameters(net):
 
 
 def hybrid_states(net):
-    return {block.name: block._active for block in blocks(net) if isinstance(block, HybridBlock)}
+    return {block.name: block._active for block in walk(net) if isinstance(block, HybridBlock)}
 
 
 def first_output(out):
