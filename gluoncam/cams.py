@@ -8,10 +8,10 @@ from typing import Callable, Dict, List, Sequence, Union
 from mxnet import nd
 from mxnet.ndarray import NDArray
 
-from . import maps
+from . import compiled, maps
 from .explainer import Explainer
 from .inputs import Target, as_batch, classes_for
-from .layers import LayerRef, display_name
+from .layers import LayerRef, display_name, resolve
 
 EPSILON = 1e-7
 
@@ -109,24 +109,28 @@ class ScoreCAM(CAMMethod):
             masks = maps.normalize(maps.upsample(channels[rows], scorer.input_size))
             return scorer.sample_rows(rows, c) * masks.expand_dims(1)
 
-        scores = scorer.scores(masked_inputs, n * c, repeats=c).reshape((n, c))
+        scores = scorer.input_scores(masked_inputs, n * c, repeats=c).reshape((n, c))
         return nd.softmax(scores, axis=1).reshape((n, c, 1, 1))
 
 
 class AblationCAM(CAMMethod):
     """Ablation-CAM (Desai & Ramaswamy 2020): ``W_c = (S - S_c) / S`` with ``S_c`` the score when channel c of
-    the layer's output is zeroed. No gradient; N x C forward passes, batched."""
+    the layer's output is zeroed. No gradient; N x C passes of the network downstream of the layer, batched."""
     needs_gradient = False
     needs_scores = True
 
     def weights(self, activation, gradient, scorer):
         n, c = activation.shape[:2]
-        keep = 1 - nd.one_hot(nd.arange(c, ctx=activation.context).tile(n), c, dtype=activation.dtype)
-        ablated = scorer.scores(lambda rows: scorer.sample_rows(rows, c), n * c, repeats=c,
-                                layer_mask=keep.reshape((n * c, c, 1, 1)))
+
+        def ablated(rows: slice) -> NDArray:  # row r: sample r // c with channel r % c zeroed
+            channel = nd.arange(rows.start, rows.stop, ctx=activation.context) % c
+            keep = 1 - nd.one_hot(channel, c, dtype=activation.dtype).reshape((-1, c, 1, 1))
+            return scorer.sample_rows(rows, c, activation) * keep
+
+        scores = scorer.layer_scores(activation, ablated, n * c, repeats=c)
         original = scorer.original.reshape((n, 1))
         safe = nd.where(nd.abs(original) < EPSILON, EPSILON * nd.ones_like(original), original)
-        return ((original - ablated.reshape((n, c))) / safe).reshape((n, c, 1, 1))
+        return ((original - scores.reshape((n, c))) / safe).reshape((n, c, 1, 1))
 
 
 def _channels_as_maps(activation: NDArray) -> NDArray:
@@ -141,7 +145,12 @@ CAM_METHODS: Dict[str, Callable[[], CAMMethod]] = {
 
 
 class Scorer:
-    """Forward-only target scores for the batched passes of Score-CAM and Ablation-CAM."""
+    """Forward-only target scores for the batched passes of Score-CAM and Ablation-CAM.
+
+    The passes run compiled (:mod:`gluoncam.compiled`): the whole network for modified inputs, the part after the
+    layer for modified layer outputs. A network that cannot be compiled, or whose compiled scores for the
+    unmodified batch differ from ``original``, runs imperatively as in :meth:`Explainer.forward`.
+    """
 
     def __init__(self, explainer: Explainer, x: NDArray, classes, target: Target, layer: LayerRef, score: str,
                  batch_size: int, original: NDArray):
@@ -149,32 +158,66 @@ class Scorer:
         self.layer, self.score, self.batch_size, self.original = layer, score, batch_size, original
         self.input_size = x.shape[2:]
 
-    def sample_rows(self, rows: slice, repeats: int) -> NDArray:
-        """Rows ``rows`` of the batch with each image repeated ``repeats`` times (row r is image r // repeats)."""
-        return nd.take(self.x, nd.floor(nd.arange(rows.start, rows.stop, ctx=self.x.context) / repeats))
+    def sample_rows(self, rows: slice, repeats: int, samples: NDArray = None) -> NDArray:
+        """Rows ``rows`` of ``samples`` (by default the input batch) with each sample repeated ``repeats`` times:
+        row r is sample r // repeats."""
+        samples = self.x if samples is None else samples
+        return nd.take(samples, _sample_of(rows, repeats, samples.context))
 
-    def scores(self, make_rows: Callable[[slice], NDArray], total: int, repeats: int,
-               layer_mask: NDArray = None) -> NDArray:
-        """The target score of each of ``total`` input rows, made ``batch_size`` at a time by ``make_rows``
+    def input_scores(self, make_inputs: Callable[[slice], NDArray], total: int, repeats: int) -> NDArray:
+        """The target score of each of ``total`` input rows, made ``batch_size`` at a time by ``make_inputs``
         (row r belongs to sample r // repeats)."""
+        with self.explainer:
+            network = compiled.whole(self.explainer.net, self.score)
+        if network is not None and not self._agrees(network(self.x)):
+            network = None
+
+        def output(rows: slice) -> NDArray:
+            inputs = make_inputs(rows)
+            return network(inputs) if network is not None else \
+                self.explainer.forward(inputs, score=self.score)[0]
+        return self._scores(output, total, repeats)
+
+    def layer_scores(self, activation: NDArray, make_values: Callable[[slice], NDArray], total: int,
+                     repeats: int) -> NDArray:
+        """The target score of each of ``total`` rows, where row r is sample r // repeats with the layer's output
+        (``activation`` for the batch) replaced by row r of ``make_values(rows)``. Only what depends on the layer
+        is run again."""
+        with self.explainer:
+            part = compiled.downstream(self.explainer.net, resolve(self.explainer.net, self.layer), self.score)
+        context = part.context(self.x) if part is not None else []
+        if part is not None and not self._agrees(part(activation, *context)):
+            part = None
+
+        def output(rows: slice) -> NDArray:
+            values = make_values(rows)
+            if part is not None:
+                return part(values, *[self.sample_rows(rows, repeats, value) for value in context])
+            return self.explainer.forward(self.sample_rows(rows, repeats), replace={self.layer: lambda _: values},
+                                          score=self.score)[0]
+        return self._scores(output, total, repeats)
+
+    def _scores(self, output: Callable[[slice], NDArray], total: int, repeats: int) -> NDArray:
         out = []
         for start in range(0, total, self.batch_size):
             rows = slice(start, min(start + self.batch_size, total))
-            replace = None
-            if layer_mask is not None:
-                mask = layer_mask[rows]
-                replace = {self.layer: lambda value, mask=mask: value * mask}
-            output, _ = self.explainer.forward(make_rows(rows), replace=replace, score=self.score)
-            out.append(target_scores(output, self.target, self.classes, rows, repeats))
+            out.append(target_scores(output(rows), self.target, self.classes, rows, repeats))
         return nd.concat(*out, dim=0)
+
+    def _agrees(self, output: NDArray) -> bool:
+        rows = slice(0, self.x.shape[0])
+        return compiled.agrees(target_scores(output, self.target, self.classes, rows), self.original)
+
+
+def _sample_of(rows: slice, repeats: int, ctx) -> NDArray:
+    return nd.floor(nd.arange(rows.start, rows.stop, ctx=ctx) / repeats)
 
 
 def target_scores(output: NDArray, target: Target, classes, rows: slice, repeats: int = 1) -> NDArray:
     """The target score of each output row; row r belongs to sample ``(rows.start + r) // repeats``."""
     if callable(target):
         return target(output)
-    sample = nd.floor(nd.arange(rows.start, rows.stop, ctx=output.context) / repeats)
-    return nd.pick(output, nd.take(classes.astype('float32'), sample), axis=1)
+    return nd.pick(output, nd.take(classes.astype('float32'), _sample_of(rows, repeats, output.context)), axis=1)
 
 
 def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: Union[str, Sequence[str]] = 'gradcam',

@@ -12,7 +12,7 @@ from mxnet.ndarray import NDArray
 from .inputs import Target, as_batch, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import intercept, is_explainable, walk
-from .session import MODES, Session
+from .session import MODES, Session, relu_cuts_for
 
 __all__ = ['Explainer', 'Backprop']
 
@@ -45,8 +45,8 @@ class Backprop:
 class Explainer:
     """Explains a Gluon network's decisions; any network, its blocks stock or gluoncam's.
 
-    Each call records one forward pass in which every ReLU and every requested layer is a cut, then runs one
-    backward sweep per requested mode (``'normal'``, ``'guided'``, ``'deconv'``). Parameter gradients are
+    Each call records one forward pass, cut at every requested layer and, for guided and deconv modes, at every
+    ReLU, then runs one backward sweep per requested mode (``'normal'``, ``'guided'``, ``'deconv'``). Parameter gradients are
     never computed and ``grad_req`` is left alone. The network runs exactly as in inference: its own code sees
     ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout is off.
     A hybridized network runs imperatively during the call.
@@ -114,7 +114,7 @@ class Explainer:
                 raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
-        with self, Session(blocks.values()) as session:
+        with self, Session(blocks.values(), relu_cuts=relu_cuts_for(modes)) as session:
             with autograd.record(train_mode=False):
                 output = self.net(session.make_input(x))
                 scored = _scored(session, output, score)
@@ -178,9 +178,10 @@ def _detached(output):
     return output.detach() if isinstance(output, NDArray) else output
 
 
-# What each network's first explanation found out of reach. Inspecting the recording is done once per network:
-# MXNet's Symbol.tojson leaks about 2 KB a call.
-_escapes_found: 'weakref.WeakKeyDictionary[Block, list]' = weakref.WeakKeyDictionary()
+# What the first explanations of each network found out of reach, by what was checked ('max pooling', or
+# 'ReLU' too, which needs a recording with its ReLUs cut). Inspecting a recording is done once per network and
+# kind: MXNet's Symbol.tojson leaks about 2 KB a call.
+_escapes_found: 'weakref.WeakKeyDictionary[Block, Dict[str, list]]' = weakref.WeakKeyDictionary()
 
 
 def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:
@@ -188,14 +189,16 @@ def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str
     maps wrong: max pooling raises (its gradient would be wrong on MKLDNN), ReLUs warn when a guided or deconv
     map is asked for. Other ops out of reach run as in inference, since the forward pass is recorded in predict
     mode."""
-    if net not in _escapes_found:
-        _escapes_found[net] = _find_escapes(session, head)
-    for kind, where in _escapes_found[net]:
+    checked = 'ReLU' if session.relu_cuts is not None else 'max pooling'
+    found = _escapes_found.setdefault(net, {})
+    if checked not in found:
+        found[checked] = _find_escapes(session, head)
+    for kind, where in found[checked]:
         if kind == 'max pooling':
             raise RuntimeError(f"a max pooling op runs {where} outside gluoncam's reach (called directly, not "
                                f"through F in a HybridBlock), so MKLDNN would back-propagate wrong values through "
                                f"it; make it a HybridBlock that calls F.Pooling (or use nn.MaxPool2D)")
-        if set(modes) - {'normal'}:
+        if kind == 'ReLU' and set(modes) - {'normal'}:
             warnings.warn(f"a ReLU {where} is outside gluoncam's reach (called directly, not through F in a "
                           f"HybridBlock); guided and deconv gradients treat it as a normal ReLU", stacklevel=3)
 
@@ -210,16 +213,19 @@ def _find_escapes(session: Session, head: NDArray) -> list:
         except Exception:  # a head that is a leaf has no recorded graph
             continue
         where = f"before the output of {block.name!r}" if block is not None else "before the output"
-        found += [(kind, where) for kind in map(_escape_kind, nodes) if kind]
+        kinds = [_escape_kind(node, nodes) for node in nodes]
+        found += [(kind, where) for kind in kinds if kind and (kind != 'ReLU' or session.relu_cuts is not None)]
     return found
 
 
-def _escape_kind(node) -> Optional[str]:
+def _escape_kind(node, nodes) -> Optional[str]:
     op, attrs = node['op'], node.get('attrs') or {}
-    if op == 'Activation' and attrs.get('act_type') == 'relu' or op == 'relu':
-        return 'ReLU'
-    if op == 'clip' and float(attrs.get('a_min', 'nan')) == 0:
-        return 'ReLU'
+    is_relu = op == 'Activation' and attrs.get('act_type') == 'relu' or op == 'relu' or \
+        op == 'clip' and float(attrs.get('a_min', 'nan')) == 0
+    if is_relu:
+        # gluoncam's own ReLUs in a recording cut at ReLU inputs rectify a leaf (a variable of the piece's graph)
+        data = nodes[node['inputs'][0][0]]
+        return None if op == 'Activation' and data['op'] == 'null' else 'ReLU'
     if op == 'Pooling' and attrs.get('pool_type') == 'max' and 'cudnn_off' not in attrs:  # see RoutedF.Pooling
         return 'max pooling'
     return None

@@ -7,7 +7,6 @@ Stock blocks of any network get the same behaviour for the duration of a call fr
 """
 from typing import Callable
 
-from mxnet import nd
 from mxnet.gluon import HybridBlock, nn
 
 from .session import active_session
@@ -17,7 +16,7 @@ __all__ = ['Conv2D', 'Dense', 'Activation', 'ReLU6', 'convert', 'is_explainable'
 
 def _explained_forward(block: HybridBlock, hybrid_forward: Callable, F, x, *args, **params):
     session = active_session()
-    if session is None or F is not nd:  # no explanation in this thread, or symbolic tracing
+    if session is None or F is not session.F_kind:  # no explanation or trace in this thread, or not of this kind
         return hybrid_forward(F, x, *args, **params)
     return session.run_block(block, hybrid_forward, x, args, params)
 

@@ -1,27 +1,71 @@
-"""One explanation's recording: the forward pass cut at every ReLU and captured layer, and the backward sweeps.
+"""One explanation's recording: the forward pass cut where a backward rule or a capture needs it, and the sweeps.
 
 Why cuts: the pip build of MXNet gives wrong gradients through a Python ``autograd.Function`` or ``CustomOp``
-inside large graphs, so a guided or deconvnet ReLU rule cannot be an op. Instead every ReLU's output becomes a
-fresh leaf of the recording (a *cut*); a sweep back-propagates the recorded pieces one after another, from the
+inside large graphs, so a guided or deconvnet ReLU rule cannot be an op. Instead a ReLU's input or output becomes
+a fresh leaf of the recording (a *cut*); a sweep back-propagates the recorded pieces one after another, from the
 last cut to the first, and applies the mode's ReLU rule at each cut. One forward pass then serves any number of
-sweeps, one per backward mode.
+sweeps, one per backward mode. How ReLUs are cut depends on the modes (:func:`relu_cuts_for`):
+
+- ``None`` (normal mode only): ReLUs stay in the recording; only captured layers are cut.
+- ``'input'`` (normal and guided): the ReLU runs recorded on a leaf made from its input, so a piece's backward
+  delivers ``g * [x > 0]`` there (``[0 < x < 6]`` for ReLU6): the normal gradient as it is, the guided one as
+  its positive part.
+- ``'output'`` (any mode, deconvnet included, which needs the gradient before the ReLU's mask): the ReLU runs
+  outside the recording and its output is the leaf; the rule is applied by :func:`relu_backward`.
 """
 import threading
 import weakref
 from typing import Callable, Dict, List, Optional
 
+import mxnet as mx
 from mxnet import autograd, nd
 from mxnet.gluon.nn import HybridLambda
 from mxnet.ndarray import NDArray
 
 MODES = ('normal', 'guided', 'deconv')
 
+
+def relu_cuts_for(modes) -> Optional[str]:
+    """How a recording for these backward modes cuts its ReLUs: None, ``'input'`` or ``'output'``."""
+    if set(modes) <= {'normal'}:
+        return None
+    return 'output' if 'deconv' in modes else 'input'
+
 _local = threading.local()
 
 
-def active_session() -> Optional['Session']:
-    """The session recording in this thread, or None."""
+def active_session():
+    """The :class:`Session` or :class:`Tracing` active in this thread, or None."""
     return getattr(_local, 'session', None)
+
+
+class _ThreadActive:
+    """Active in the thread that entered it, for the blocks that run there (see ``nn._explained_forward``)."""
+    _outer = None
+
+    def __enter__(self):
+        self._outer = active_session()
+        _local.session = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _local.session = self._outer
+
+
+class Tracing(_ThreadActive):
+    """A symbolic trace of a network in which ``layer``'s output is replaced by ``variable`` (``replaced`` counts
+    the layer's runs); with ``layer`` None, the plain trace."""
+    F_kind = mx.sym  # the F of the blocks it handles
+
+    def __init__(self, layer, variable):
+        self.layer, self.variable, self.replaced = layer, variable, 0
+
+    def run_block(self, block, hybrid_forward: Callable, x, args, params):
+        out = hybrid_forward(mx.sym, x, *args, **params)
+        if block is self.layer:
+            self.replaced += 1
+            return self.variable
+        return out
 
 
 def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None) -> NDArray:
@@ -42,12 +86,24 @@ def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] =
 
 
 class _Cut:
-    """A recorded value ``head`` replaced downstream by the leaf ``leaf``: ``head`` itself, or its rectification
-    (``is_relu``) clipped at ``upper`` (None for a plain ReLU)."""
-    __slots__ = ('head', 'leaf', 'is_relu', 'upper', 'block')
+    """A recorded value ``head`` replaced downstream by the leaf ``leaf``. ``rule``: None (a captured layer's
+    output, or a ReLU's input whose ReLU is recorded downstream: the gradient passes as it is), ``'relu input'``
+    (the leaf feeds a recorded ReLU) or ``'relu output'`` (the leaf is ``head`` rectified, clipped at ``upper``)."""
+    __slots__ = ('head', 'leaf', 'block', 'rule', 'upper')
 
-    def __init__(self, head: NDArray, leaf: NDArray, block, is_relu: bool = False, upper: Optional[float] = None):
-        self.head, self.leaf, self.block, self.is_relu, self.upper = head, leaf, block, is_relu, upper
+    def __init__(self, head: NDArray, leaf: NDArray, block, rule: Optional[str] = None,
+                 upper: Optional[float] = None):
+        self.head, self.leaf, self.block, self.rule, self.upper = head, leaf, block, rule, upper
+
+    def gradient_at_head(self, mode: str, total: NDArray) -> NDArray:
+        """The gradient at ``head`` under ``mode`` from the total gradient at ``leaf``."""
+        if self.rule == 'relu output':
+            return relu_backward(mode, total, self.head, self.upper)
+        if self.rule == 'relu input' and mode == 'guided':
+            return nd.Activation(total, act_type='relu')  # relu(g * [0 < x < upper]) = relu(g) * [0 < x < upper]
+        if self.rule == 'relu input' and mode == 'deconv':
+            raise ValueError("a recording cut at ReLU inputs has no deconv gradient; record with relu_cuts 'output'")
+        return total
 
 
 def decode_boxes(data, anchors, std0=1., std1=1., std2=1., std3=1., clip=-1., format='center', **kwargs):
@@ -137,16 +193,22 @@ class RoutedF:
             return nd.Pooling(data, *args, **kwargs)
 
 
-class Session:
+class Session(_ThreadActive):
     """Records one forward pass for explanation; ``backward`` then runs one sweep per backward mode.
 
     Used as a context manager around the recorded forward pass; it is visible to blocks only in the thread that
     entered it. Outside ``autograd.record`` it runs the same inference function without cuts (for the forward-only
     passes of Score-CAM and Ablation-CAM); ``replace`` maps ``id(block)`` to a function applied to that block's
-    output.
+    output. ``relu_cuts`` is None, ``'input'`` or ``'output'`` (see the module's docstring and
+    :func:`relu_cuts_for`).
     """
+    F_kind = nd
 
-    def __init__(self, captured_blocks=(), replace: Optional[Dict[int, Callable]] = None):
+    def __init__(self, captured_blocks=(), replace: Optional[Dict[int, Callable]] = None,
+                 relu_cuts: Optional[str] = 'output'):
+        if relu_cuts not in (None, 'input', 'output'):
+            raise ValueError(f"relu_cuts must be None, 'input' or 'output', got {relu_cuts!r}")
+        self.relu_cuts = relu_cuts
         self.captured = {id(block): block for block in captured_blocks}
         self.captures: Dict[int, _Cut] = {}
         self.ran = set()
@@ -156,16 +218,9 @@ class Session:
         self.softmax_inputs: Dict[int, tuple] = {}
         self.F = RoutedF(self)
         self._block_stack: list = []
-        self._outer = None
         self._totals: Dict[int, NDArray] = {}
-
-    def __enter__(self) -> 'Session':
-        self._outer = active_session()
-        _local.session = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _local.session = self._outer
+        self._borrowed: set = set()  # totals that are still their leaf's gradient buffer
+        self._bounds: Dict[tuple, NDArray] = {}  # ReLU6's upper bound, by shape
 
     # ----- forward: called from blocks while recording
     def make_input(self, x: NDArray) -> NDArray:
@@ -192,12 +247,30 @@ class Session:
         return out
 
     def relu(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
+        if not autograd.is_recording() or self.relu_cuts is None:
+            return self._rectify(x, upper)
+        if self.relu_cuts == 'input':
+            leaf = _leaf(x.detach())
+            self.cuts.append(_Cut(x, leaf, self._current_block(), rule='relu input'))
+            return self._rectify(leaf, upper)
         with autograd.pause():
-            y = nd.relu(x) if upper is None else nd.clip(x, 0, upper)
-        if not autograd.is_recording():
-            return y
-        self.cuts.append(_Cut(x, _leaf(y), self._current_block(), is_relu=True, upper=upper))
+            y = nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
+        self.cuts.append(_Cut(x, _leaf(y), self._current_block(), rule='relu output', upper=upper))
         return y
+
+    def _rectify(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
+        """``relu(x)``, or ``min(upper, relu(x))``, with the gradient of the normal mode: ``[0 < x < upper]``."""
+        # Activation, not relu: MKLDNN runs it in its own memory layout, several times faster on large maps
+        rectified = nd.Activation(x, act_type='relu')
+        if upper is None:
+            return rectified
+        # Not clip, whose gradient passes at x == 0 and x == upper (PyTorch's ReLU6 stops it there, as the rule
+        # does): the bound comes first since MXNet gives a tie's gradient to the first argument; an array of the
+        # same shape, since broadcasting is three times slower.
+        key = (x.shape, x.context, x.dtype, upper)
+        if key not in self._bounds:
+            self._bounds[key] = nd.full(x.shape, upper, ctx=x.context, dtype=x.dtype)
+        return nd.minimum(self._bounds[key], rectified)
 
     def remember_logits(self, probabilities: NDArray, logits: NDArray) -> NDArray:
         self.softmax_inputs[id(probabilities)] = (probabilities, logits)
@@ -234,39 +307,50 @@ class Session:
         A cut's leaf has its full gradient once every later cut has been swept (later cuts hold everything
         computed from it), so the cuts are swept in reverse order of creation.
         """
-        self._totals = {}
+        self._totals, self._borrowed = {}, set()
         kept = {id(self.input)} | {id(cut.leaf) for cut in self.captures.values()}
         self._sweep(head, head_grad)
         for cut in reversed(self.cuts):
-            total = self._totals.get(id(cut.leaf)) if id(cut.leaf) in kept else self._totals.pop(id(cut.leaf), None)
+            key = id(cut.leaf)
+            self._borrowed.discard(key)  # no later piece writes to this leaf again
+            total = self._totals.get(key) if key in kept else self._totals.pop(key, None)
             if total is None:
                 continue  # nothing downstream used it: its gradient is zero
-            grad = relu_backward(mode, total, cut.head, cut.upper) if cut.is_relu else total
-            if self.is_leaf(cut.head):  # a captured block returned a leaf (e.g. its ReLU's output) as it is
+            grad = cut.gradient_at_head(mode, total)
+            if self.is_leaf(cut.head):  # e.g. a captured block returned a leaf (its ReLU's output) as it is
                 self._add(cut.head, grad)
             else:
                 self._sweep(cut.head, grad)
+        for key in kept & self._totals.keys():  # the next sweep writes into the leaves' buffers again
+            self._totals[key] = self._totals[key].copy()
 
     def _sweep(self, head: NDArray, head_grad: NDArray) -> None:
         """Back-propagate one recorded piece and add what reached each leaf to that leaf's total.
 
         Leaves take their gradient with grad_req 'write' and the totals are summed here: MXNet's native (non-MKLDNN)
-        1 x 1 convolution and clip write their input gradient even where grad_req is 'add'.
+        1 x 1 convolution and clip write their input gradient even where grad_req is 'add'. A leaf's first
+        gradient is kept in its buffer, not copied, unless another piece may still write there.
         """
+        for key in self._borrowed:
+            self._totals[key] = self._totals[key].copy()
+        self._borrowed.clear()
         leaves = self._leaves()
         for leaf in leaves:
             leaf._fresh_grad = False
         _backward(head, head_grad)
         for leaf in leaves:
             if leaf._fresh_grad:
-                self._add(leaf, leaf.grad)
+                self._add(leaf, leaf.grad, borrowed=True)
 
-    def _add(self, leaf: NDArray, grad: NDArray) -> None:
-        total = self._totals.get(id(leaf))
+    def _add(self, leaf: NDArray, grad: NDArray, borrowed: bool = False) -> None:
+        key = id(leaf)
+        total = self._totals.get(key)
         if total is None:
-            self._totals[id(leaf)] = grad.copy()
-        else:
-            total += grad
+            self._totals[key] = grad
+            if borrowed:
+                self._borrowed.add(key)
+        else:  # never in place: a total may be another cut's gradient
+            self._totals[key] = total + grad
 
     def gradient(self, leaf: NDArray) -> NDArray:
         """The last sweep's gradient at ``leaf`` (the input or a capture's leaf); zeros where it did not reach."""
@@ -289,7 +373,8 @@ class Session:
 
 
 def _leaf(value: NDArray) -> NDArray:
-    value.attach_grad(grad_req='write')
+    # an uninitialised buffer: a backward pass writes it before it is read (attach_grad would zero it)
+    autograd.mark_variables(value, nd.empty(value.shape, ctx=value.context, dtype=value.dtype), grad_reqs='write')
     return value
 
 

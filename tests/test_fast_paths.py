@@ -1,0 +1,206 @@
+"""The fast paths give the same maps as the general ones: recordings cut at ReLU inputs, at ReLU outputs or not at
+all; Score-CAM and Ablation-CAM on compiled graphs (the whole network, or the part after the layer) against the
+imperative passes, on sequential networks and on ones with skip connections around the layer."""
+import warnings
+from unittest import mock
+
+import mxnet as mx
+import numpy as np
+import pytest
+from gluoncv.model_zoo import get_model
+from mxnet import nd
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as stock
+
+import gluoncam
+from gluoncam import cams, compiled, explainer as explainer_module
+from gluoncam.layers import resolve
+from gluoncam.session import Session
+from conftest import batch, small_net
+from test_explainer import DirectCalls
+from test_efficientnet import relu6_net
+
+MODES = {None: ('normal',), 'input': ('normal', 'guided'), 'output': ('normal', 'guided', 'deconv')}
+
+
+class Residual(HybridBlock):
+    """relu(x + conv(relu(conv(x)))), with ReLU6 in the branch: a ReLU's input used by a skip connection too."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv1 = stock.Conv2D(channels, 3, padding=1)
+            self.act = gluoncam.ReLU6()
+            self.conv2 = stock.Conv2D(channels, 3, padding=1)
+
+    def hybrid_forward(self, F, x):
+        return F.relu(x + self.conv2(self.act(self.conv1(x))))
+
+
+def residual_net():
+    mx.random.seed(3)
+    net = stock.HybridSequential()
+    net.add(stock.Conv2D(4, 3, padding=1), stock.BatchNorm(), stock.Activation('relu'), Residual(4),
+            stock.MaxPool2D(2), Residual(4), stock.GlobalAvgPool2D(), stock.Dense(3))
+    net.initialize(mx.init.Xavier(magnitude=3))
+    net(batch())
+    return net
+
+
+@pytest.mark.parametrize('make', [small_net, residual_net])
+def test_the_three_recordings_give_the_same_gradients(make):
+    net, x = make(), batch(2)
+    layer = '3' if make is residual_net else '4'
+    results = {cuts: gluoncam.Explainer(net).backprop(x, 1, [layer], modes) for cuts, modes in MODES.items()}
+    reference = results['output']
+    for cuts, result in results.items():
+        for mode in MODES[cuts]:
+            np.testing.assert_allclose(result.input_gradients[mode].asnumpy(),
+                                       reference.input_gradients[mode].asnumpy(), rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(result.gradients[mode][layer].asnumpy(),
+                                       reference.gradients[mode][layer].asnumpy(), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(reference.input_gradients['normal'].asnumpy(),
+                           reference.input_gradients['guided'].asnumpy())
+
+
+def test_a_normal_recording_cuts_only_at_captured_layers(monkeypatch):
+    sessions = []
+
+    class Spy(Session):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sessions.append(self)
+
+    monkeypatch.setattr(explainer_module, 'Session', Spy)
+    net = residual_net()
+    gluoncam.Explainer(net).backprop(batch(), layers=['3'], modes=('normal',))
+    gluoncam.Explainer(net).backprop(batch(), layers=['3'], modes=('normal', 'guided'))
+    assert len(sessions[0].cuts) == 1
+    assert len(sessions[1].cuts) == 1 + 5  # the capture and every ReLU (3 plain, 2 ReLU6)
+
+
+@pytest.mark.parametrize('modes', MODES.values())
+def test_relu6_stops_the_gradient_at_both_bounds(modes):
+    """Pre-activations exactly 0 and 6 get no gradient in any recording, as in PyTorch's ReLU6."""
+    net = relu6_net()
+    net[0].weight.set_data(nd.array(np.eye(5, 3) * 2))
+    net[0].bias.set_data(nd.zeros(5))
+    x = nd.array([[0., 3., 1.], [1., 0., 2.]])  # z = 2x: 0, 6, 2 | 2, 0, 4
+    result = gluoncam.Explainer(net).backprop(x, 1, modes=modes)
+    w2 = net[2].weight.data().asnumpy()[1]
+    z = x.asnumpy() @ (np.eye(5, 3) * 2).T
+    active = (z > 0) & (z < 6)
+    for mode in modes:
+        g = np.tile(w2, (2, 1)) if mode == 'normal' else np.maximum(np.tile(w2, (2, 1)), 0)
+        expected = (g * (active if mode != 'deconv' else 1)) @ (np.eye(5, 3) * 2)
+        np.testing.assert_allclose(result.input_gradients[mode].asnumpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_relus_out_of_reach_warn_after_a_normal_call_too():
+    net = DirectCalls()
+    net.initialize()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        gluoncam.Explainer(net).backprop(batch(), modes=('normal',))
+    for modes in (('normal', 'guided'), ('deconv',)):
+        with pytest.warns(UserWarning, match="outside gluoncam's reach"):
+            gluoncam.Explainer(net).backprop(batch(), modes=modes)
+
+
+# ----- compiled passes
+def imperative_only():
+    """Score-CAM and Ablation-CAM without compiled graphs: every pass through the network, imperatively."""
+    return mock.patch.multiple(compiled, whole=lambda *args: None, downstream=lambda *args: None)
+
+
+NETS = {
+    'small': (small_net, '4', (2, 3, 12, 10)),
+    'residual, layer inside a block': (residual_net, '3.conv1', (2, 3, 12, 10)),
+    'resnet18_v1, layer inside a block': (lambda: _zoo('resnet18_v1'), 'features.6.0.body.3', (1, 3, 64, 64)),
+    'mobilenetv2_0.25, the last block': (lambda: _zoo('mobilenetv2_0.25'), 'features.16', (1, 3, 64, 64)),
+}
+
+
+def _zoo(name):
+    mx.random.seed(0)
+    net = get_model(name, pretrained=False)
+    net.initialize(mx.init.Xavier(magnitude=2))
+    return net
+
+
+@pytest.mark.parametrize('method', ['scorecam', 'ablationcam'])
+@pytest.mark.parametrize('name', NETS)
+def test_compiled_passes_equal_the_imperative_ones(name, method):
+    make, layer, shape = NETS[name]
+    net = make()
+    x = nd.array(np.random.RandomState(0).randn(*shape).astype(np.float32))
+    checks = []
+    agrees = compiled.agrees
+    with mock.patch.object(compiled, 'agrees', lambda *args: checks.append(agrees(*args)) or checks[-1]):
+        fast = cams.cam(net, x, layer, method, batch_size=7).asnumpy()
+    assert checks == [True]  # the compiled graph ran, and agreed with the imperative pass
+    with imperative_only():
+        slow = cams.cam(net, x, layer, method, batch_size=7).asnumpy()
+    assert slow.max() > 0
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-5 * slow.max())
+
+
+def test_the_part_after_a_layer_in_a_block_reads_the_skip_connection_from_outside():
+    net = residual_net()
+    with gluoncam.Explainer(net):
+        inside = compiled.downstream(net, resolve(net, '3.conv1'), 'logits')
+        after = compiled.downstream(net, resolve(net, '4'), 'logits')
+    assert inside.frontier is not None and after.frontier is None
+    assert len(inside.context(batch())) == 1  # the block's input, for its skip connection
+
+
+class ShapeInPython(HybridBlock):
+    """Reads a shape in Python: runs imperatively only."""
+
+    def hybrid_forward(self, F, x):
+        return x.reshape((x.shape[0], -1))
+
+
+class DiffersWhenTraced(HybridBlock):
+    """Computes something else as a symbol than as arrays: the compiled graph must not be trusted."""
+
+    def hybrid_forward(self, F, x):
+        return x * (2 if F is nd else 3)
+
+
+@pytest.mark.parametrize('odd', [ShapeInPython, DiffersWhenTraced])
+@pytest.mark.parametrize('method', ['scorecam', 'ablationcam'])
+def test_networks_without_a_faithful_graph_run_imperatively(odd, method):
+    net = small_net()
+    twisted = stock.HybridSequential()
+    twisted.add(*list(net._children.values())[:5], odd(), *list(net._children.values())[5:])
+    x = batch(2)
+    with gluoncam.Explainer(twisted):
+        traced = compiled.whole(twisted, 'logits')
+    assert (traced is None) == (odd is ShapeInPython)
+    got = cams.cam(twisted, x, '4', method).asnumpy()
+    with imperative_only():
+        expected = cams.cam(twisted, x, '4', method).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_layer_that_runs_twice_has_no_part_after_it():
+    net = stock.HybridSequential()
+    dense = stock.Dense(4, in_units=4)
+    net.add(dense, dense, stock.Dense(2))
+    net.initialize()
+    net(nd.ones((1, 4)))
+    with gluoncam.Explainer(net):
+        assert compiled.downstream(net, dense, 'logits') is None
+        assert compiled.whole(net, 'logits') is not None
+
+
+def test_logits_and_outputs_are_compiled_as_scored():
+    net = stock.HybridSequential()
+    net.add(stock.Dense(3, in_units=4), stock.HybridLambda(lambda F, x: F.softmax(x)))
+    net.initialize()
+    x = nd.array(np.random.RandomState(0).randn(2, 4))
+    with gluoncam.Explainer(net):
+        logits, output = compiled.whole(net, 'logits'), compiled.whole(net, 'output')
+    np.testing.assert_allclose(logits(x).asnumpy(), net[0](x).asnumpy(), rtol=1e-6)
+    np.testing.assert_allclose(output(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
