@@ -1,5 +1,5 @@
 """Benchmark: the PyTorch peers (captum, pytorch-grad-cam) on VGG-16 (224 x 224, CPU), for comparison with
-gluoncam's own benches (``visualize_vgg16.py``, ``methods.py``).
+gluoncam's own bench (``speed.py``).
 
 It never imports mxnet or gluoncam: it runs in its own virtual env, outside the repository, with a CPU torch.
 Setup (python 3.11; ``torch==2.13.0`` is the CPU wheel pip finds through its find-links config: an unpinned
@@ -36,7 +36,7 @@ minimum is reported. Inputs are random-normal. The target is the predicted class
 own forward; for captum, which needs it given, the timed call includes a ``no_grad`` forward that predicts it
 (the ``forward`` row is that forward alone). pytorch-grad-cam's backward also computes the parameter gradients
 (its ``loss.backward()``, parameters left trainable as a user's model has them), as does the ``baseline`` row
-(forward + backward of one-hot(argmax), as ``bench/baseline.py``). Works (``--works`` selects some):
+(forward + backward of one-hot(argmax)). Works (``--works`` selects some):
 
 - ``forward``, ``baseline``: the references above.
 - ``gradcam``: pytorch-grad-cam ``GradCAM`` at the last convolution (``features[28]``, the 13th ``Conv2d``, before

@@ -70,11 +70,16 @@ def integrated_gradients(net, x, target: Target = None, baseline=None, steps: in
     delta_x = x - baseline
     path = nd.repeat(baseline, steps, axis=0) + nd.repeat(delta_x, steps, axis=0) * \
         alphas.tile(n).reshape((n * steps,) + (1,) * (x.ndim - 1))
-    targets = _row_targets(net, x, target, steps)
+    ends, _ = Explainer(net).forward(nd.concat(x, baseline, dim=0), score=score)  # also gives the classes
+    if callable(target):
+        targets, scores = target, target(ends)
+    else:
+        classes = classes_for(ends[:n], target)
+        targets = nd.repeat(classes, steps, axis=0).asnumpy()
+        scores = nd.pick(ends, nd.concat(classes, classes, dim=0).astype('float32'), axis=1)
     grads = _batched_gradients(net, path, targets, 'normal', batch_size, score)
     attributions = delta_x * grads.reshape((n, steps) + x.shape[1:]).mean(axis=1)
-    ends = _scores(net, nd.concat(x, baseline, dim=0), _row_targets(net, x, target, 1), score)
-    delta = attributions.reshape((n, -1)).sum(axis=1) - (ends[:n] - ends[n:])
+    delta = attributions.reshape((n, -1)).sum(axis=1) - (scores[:n] - scores[n:])
     return attributions, delta
 
 
@@ -95,11 +100,3 @@ def _batched_gradients(net, rows: NDArray, targets, mode: str, batch_size: int, 
             out.append(explainer.backprop(rows[chunk], chunk_target, modes=(mode,), score=score)
                        .input_gradients[mode])
     return nd.concat(*out, dim=0)
-
-
-def _scores(net, rows: NDArray, targets, score: str) -> NDArray:
-    output, _ = Explainer(net).forward(rows, score=score)
-    if callable(targets):
-        return targets(output)
-    classes = nd.array(list(targets) * (rows.shape[0] // len(targets)), ctx=output.context)
-    return nd.pick(output, classes, axis=1)

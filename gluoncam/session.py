@@ -24,14 +24,14 @@ from mxnet.ndarray import NDArray
 
 MODES = ('normal', 'guided', 'deconv')
 
+_local = threading.local()
+
 
 def relu_cuts_for(modes) -> Optional[str]:
     """How a recording for these backward modes cuts its ReLUs: None, ``'input'`` or ``'output'``."""
     if set(modes) <= {'normal'}:
         return None
     return 'output' if 'deconv' in modes else 'input'
-
-_local = threading.local()
 
 
 def active_session():
@@ -87,8 +87,8 @@ def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] =
 
 class _Cut:
     """A recorded value ``head`` replaced downstream by the leaf ``leaf``. ``rule``: None (a captured layer's
-    output, or a ReLU's input whose ReLU is recorded downstream: the gradient passes as it is), ``'relu input'``
-    (the leaf feeds a recorded ReLU) or ``'relu output'`` (the leaf is ``head`` rectified, clipped at ``upper``)."""
+    output: the gradient passes as it is), ``'relu input'`` (the leaf is ``head`` and feeds a recorded ReLU) or
+    ``'relu output'`` (the leaf is ``head`` rectified outside the recording, clipped at ``upper``)."""
     __slots__ = ('head', 'leaf', 'block', 'rule', 'upper')
 
     def __init__(self, head: NDArray, leaf: NDArray, block, rule: Optional[str] = None,
