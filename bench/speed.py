@@ -10,9 +10,9 @@ The floor of a method is the plain MXNet work it cannot avoid, on the same netwo
 gradients off (grad_req 'null'): its forward passes, recorded in predict mode, and one input-only backward pass
 per map that needs a gradient, batched as the method batches them. SmoothGrad's floor has one more forward pass of
 the batch (the class to explain), Integrated Gradients' one of the batch and its baseline (the class, and the
-scores at both ends for the completeness error). Score-CAM's floor is one hybridized forward
-pass per channel; Ablation-CAM's is given as the whole-network forward passes it avoids (its ratio is below 1)
-and as the time of the imperative full-network passes it used before.
+scores at both ends for the completeness error). Score-CAM's floor is one forward pass of the batch (the layer's
+activations) and one per channel and image. Ablation-CAM's is given as the whole-network forward passes it avoids
+(its ratio is below 1) and as the time of the imperative full-network passes it used before.
 
 Each measurement runs once untimed (first calls build MKLDNN primitives), then ``--repeats`` times; the minimum
 is reported, and every timing waits for MXNet's engine. Score-CAM and Ablation-CAM run over the first channels
@@ -168,7 +168,7 @@ def measure(model: str, batch: int, args) -> list:
         (f'Integrated Gradients, {s} steps', lambda: gradients.integrated_gradients(net, x, steps=s, batch_size=inner),
          lambda: (forwards(net, nd.concat(x, x, dim=0)), forward_backwards(net, rows[s], 1, inner))),
         (f'Score-CAM, {k} of {channels} channels', lambda: score_cam(net, x, layer, k, inner),
-         lambda: forwards(net, rows[k], inner)),
+         lambda: (forwards(net, x), forwards(net, rows[k], inner))),
         (f'Ablation-CAM, {k} of {channels} channels', lambda: ablation_cam(net, x, layer, k, inner),
          lambda: forwards(net, rows[k], inner)),
         ('(Ablation-CAM before: whole network, imperative)', lambda: ablation_cam_before(net, x, layer, k, inner),

@@ -148,8 +148,8 @@ class Scorer:
     """Forward-only target scores for the batched passes of Score-CAM and Ablation-CAM.
 
     The passes run compiled (:mod:`gluoncam.compiled`): the whole network for modified inputs, the part after the
-    layer for modified layer outputs. A network that cannot be compiled, or whose compiled scores for the
-    unmodified batch differ from ``original``, runs imperatively as in :meth:`Explainer.forward`.
+    layer for modified layer outputs. A network that cannot be compiled, or whose compiled score for the first
+    unmodified sample differs from ``original``, runs imperatively as in :meth:`Explainer.forward`.
     """
 
     def __init__(self, explainer: Explainer, x: NDArray, classes, target: Target, layer: LayerRef, score: str,
@@ -169,7 +169,7 @@ class Scorer:
         (row r belongs to sample r // repeats)."""
         with self.explainer:
             network = compiled.whole(self.explainer.net, self.score)
-        if network is not None and not self._agrees(network(self.x)):
+        if network is not None and not self._agrees(network(self.x[:1])):
             network = None
 
         def output(rows: slice) -> NDArray:
@@ -186,7 +186,7 @@ class Scorer:
         with self.explainer:
             part = compiled.downstream(self.explainer.net, resolve(self.explainer.net, self.layer), self.score)
         context = part.context(self.x) if part is not None else []
-        if part is not None and not self._agrees(part(activation, *context)):
+        if part is not None and not self._agrees(part(activation[:1], *[value[:1] for value in context])):
             part = None
 
         def output(rows: slice) -> NDArray:
@@ -205,8 +205,8 @@ class Scorer:
         return nd.concat(*out, dim=0)
 
     def _agrees(self, output: NDArray) -> bool:
-        rows = slice(0, self.x.shape[0])
-        return compiled.agrees(target_scores(output, self.target, self.classes, rows), self.original)
+        """Whether a compiled pass's output for the first sample scores as the imperative pass did."""
+        return compiled.agrees(target_scores(output, self.target, self.classes, slice(0, 1)), self.original[:1])
 
 
 def _sample_of(rows: slice, repeats: int, ctx) -> NDArray:
