@@ -4,6 +4,7 @@ Run from the repository root (the package installed):
 
     python bench/speed.py                                   # VGG-16 and EfficientNet-Lite0, batch 1 and 8
     python bench/speed.py --models vgg16 --batch-sizes 1 --repeats 3
+    python bench/speed.py --models vgg16 --batch-sizes 8 --only Score-CAM
     python bench/speed.py --memory                          # peak RSS of IG and Score-CAM, each in a subprocess
 
 The floor of a method is the plain MXNet work it cannot avoid, on the same network hybridized, with parameter
@@ -49,6 +50,7 @@ def parse_args(argv=None):
     parser.add_argument('--samples', type=int, default=4, help='SmoothGrad samples and IG steps (default 4)')
     parser.add_argument('--inner-batch', type=int, default=16, help='rows per pass of SmoothGrad, IG, Score-CAM')
     parser.add_argument('--score-rows', type=int, default=64, help='rows of Score-/Ablation-CAM timed (default 64)')
+    parser.add_argument('--only', default='', help="run only the works whose name contains this text")
     parser.add_argument('--memory', action='store_true', help='measure peak RSS instead (subprocesses)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -176,6 +178,8 @@ def measure(model: str, batch: int, args) -> list:
     ]
     results = []
     for name, method, floor in work:
+        if args.only not in name:
+            continue
         floor_time, method_time = timed(floor, args.repeats), timed(method, args.repeats)
         print(f"  {model} batch {batch}: {name}: {method_time:.3f} s, floor {floor_time:.3f} s", flush=True)
         results.append((name, method_time, floor_time))
