@@ -4,8 +4,8 @@ symbol and run as a hybridized ``SymbolBlock`` that shares the network's paramet
 Score-CAM scores the network on one masked input per channel and Ablation-CAM on one ablated layer output per
 channel: hundreds of forward passes, where a compiled graph is faster than the imperative routed one and where
 Ablation-CAM needs to run only what depends on the layer. The trace runs in predict mode, so the graph is the
-network's inference path; each compiled pass is checked once against the imperative output before it is used
-(see :func:`agrees`).
+network's inference path. A network may still compute something else as a symbol than as arrays, so a compiled
+pass is checked against the imperative one before it is used (``cams.Scorer``, with :func:`agrees`).
 """
 import json
 import warnings
@@ -137,17 +137,17 @@ def _replace_entries(graph, names, depends) -> mx.sym.Symbol:
 
 def _topological(nodes, heads) -> List[int]:
     """The nodes reachable from ``heads``, each after its inputs."""
-    order, state, stack = [], {}, [(head, False) for head in heads]
+    order, visited, stack = [], set(), [(head, False) for head in heads]
     while stack:
         node, done = stack.pop()
         if done:
             order.append(node)
             continue
-        if node in state:
+        if node in visited:
             continue
-        state[node] = True
+        visited.add(node)
         stack.append((node, True))
-        stack.extend((entry[0], False) for entry in reversed(nodes[node]['inputs']) if entry[0] not in state)
+        stack.extend((entry[0], False) for entry in reversed(nodes[node]['inputs']) if entry[0] not in visited)
     return order
 
 
