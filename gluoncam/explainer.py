@@ -47,9 +47,9 @@ class Explainer:
 
     Each call records one forward pass, cut at every requested layer and, for guided and deconv modes, at every
     ReLU, then runs one backward sweep per requested mode (``'normal'``, ``'guided'``, ``'deconv'``). Parameter
-    gradients are never computed and ``grad_req`` is left alone. The network runs exactly as in inference: its own code sees
-    ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout is off.
-    A hybridized network runs imperatively during the call.
+    gradients are never computed and ``grad_req`` is left alone. The network runs exactly as in inference: its own
+    code sees ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout
+    is off. A hybridized network runs imperatively during the call.
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
