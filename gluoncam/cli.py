@@ -168,17 +168,16 @@ def explain_classes(explainer: Explainer, job: Job, images: Dict[str, np.ndarray
     """Classification: the top-k predictions printed; the methods' maps of the predicted (or asked) class."""
     x = batch_input(job, images)
     methods, layer, args = job.methods, job.layer, job.args
-    modes = ('normal', 'guided') if 'guided-gradcam' in methods else ('normal',)
-    result = explainer.backprop(x, job.target, [layer], modes)
+    result = explainer.backprop(x, job.target, [layer], modes_for(methods))
     probabilities = nd.softmax(result.output).asnumpy()
     names = _names_for(job.names, probabilities.shape[1])
-    raw = method_maps(result, layer, [m for m in methods if m in CLASSIC])
+    raw = method_maps(result, x, layer, methods)
     target = result.classes if job.target is None else job.target
-    more_cams = [m for m in methods if m in cams.CAM_METHODS and m not in CLASSIC]
-    if more_cams:  # one shared pass for all of them
+    scored = [m for m in methods if m in cams.CAM_METHODS and m not in raw]
+    if scored:  # Score-CAM and Ablation-CAM: one shared call
         raw.update({method: values.asnumpy() for method, values in
-                    cams.cam(job.net, x, layer, more_cams, target, batch_size=args.batch_size).items()})
-    raw.update({method: other_map(job.net, x, target, layer, method, args.batch_size).asnumpy()
+                    cams.cam(job.net, x, layer, scored, target, batch_size=args.batch_size).items()})
+    raw.update({method: other_map(job.net, x, target, method, args.batch_size).asnumpy()
                 for method in methods if method not in raw})
     raw = {method: raw[method] for method in methods}
     for i, (path, image) in enumerate(images.items()):
@@ -335,31 +334,44 @@ TASKS = {'classify': explain_classes, 'detect': explain_detections, 'segment': e
          'pose': explain_keypoints}
 
 
-def method_maps(result, layer: str, methods) -> Dict[str, np.ndarray]:
-    """Raw float maps per method, numpy: Grad-CAM N x h x w, guided Grad-CAM N x C x H x W, saliency N x H x W."""
+def modes_for(methods) -> Tuple[str, ...]:
+    """The backward modes of the one recorded pass that serves ``methods``."""
+    guided = 'guided-gradcam' in methods or 'guided-backprop' in methods
+    return ('normal',) + (('guided',) if guided else ()) + (('deconv',) if 'deconv' in methods else ())
+
+
+def method_maps(result, x: nd.NDArray, layer: str, methods) -> Dict[str, np.ndarray]:
+    """The raw float maps, numpy, that the recorded pass ``result`` gives: the CAMs that need no forward pass of
+    their own (Grad-CAM and its kin, Eigen-CAM; N x h x w), guided Grad-CAM, guided backpropagation, deconvnet and
+    input x gradient (N x C x H x W), saliency (N x H x W)."""
     out = {}
-    cam = None
-    if 'gradcam' in methods or 'guided-gradcam' in methods:
-        activation = result.activations[layer]
+    from_layer = [m for m in methods if m == 'guided-gradcam' or m in cams.CAM_METHODS and
+                  not cams.CAM_METHODS[m].needs_scores]
+    if from_layer:
+        activation, gradient = result.activations[layer], result.gradients['normal'][layer]
         if activation.ndim != 4:
-            raise ValueError(f"layer {layer!r} gives output of shape {activation.shape}; Grad-CAM needs a 4-D layer "
-                             f"(see --layer list)")
-        cam = maps.grad_cam(activation, result.gradients['normal'][layer])  # = cams.GradCAM, without a 2nd pass
-    if 'gradcam' in methods:
-        out['gradcam'] = cam.asnumpy()
-    if 'guided-gradcam' in methods:
-        out['guided-gradcam'] = maps.guided_grad_cam(result.input_gradients['guided'], cam).asnumpy()
+            raise ValueError(f"layer {layer!r} gives output of shape {activation.shape}; Grad-CAM needs a 4-D "
+                             f"layer (see --layer list)")
+        cam = maps.grad_cam(activation, gradient) if {'gradcam', 'guided-gradcam'} & set(from_layer) else None
+        for method in from_layer:
+            if method == 'gradcam':
+                out[method] = cam.asnumpy()
+            elif method == 'guided-gradcam':
+                out[method] = maps.guided_grad_cam(result.input_gradients['guided'], cam).asnumpy()
+            else:
+                out[method] = cams.CAM_METHODS[method]()(activation, gradient, None).asnumpy()
+    for method, mode in (('guided-backprop', 'guided'), ('deconv', 'deconv')):
+        if method in methods:
+            out[method] = result.input_gradients[mode].asnumpy()
     if 'saliency' in methods:
         out['saliency'] = maps.saliency(result.input_gradients['normal']).asnumpy()
+    if 'input-x-gradient' in methods:
+        out['input-x-gradient'] = (x * result.input_gradients['normal']).asnumpy()
     return out
 
 
-def other_map(net, x, target, layer: str, method: str, batch_size: int) -> nd.NDArray:
-    """A gradient method's map, from its own passes."""
-    if method in ('guided-backprop', 'deconv'):
-        return gradients.gradient(net, x, target, 'guided' if method == 'guided-backprop' else 'deconv')
-    if method == 'input-x-gradient':
-        return gradients.input_x_gradient(net, x, target)
+def other_map(net, x, target, method: str, batch_size: int) -> nd.NDArray:
+    """SmoothGrad's or Integrated Gradients' map, from their own passes."""
     if method == 'smoothgrad':
         return gradients.smoothgrad(net, x, target, batch_size=batch_size, seed=0)
     return gradients.integrated_gradients(net, x, target, batch_size=batch_size)[0]

@@ -137,8 +137,8 @@ class Explainer:
     def forward(self, x, layers: Sequence[LayerRef] = (), replace=None, score: str = 'logits'):
         """The inference output (scored as in :meth:`backprop`) and the layers' outputs, without recording.
 
-        ``replace`` maps a layer to a function applied to its output before the rest of the network sees it (as
-        Ablation-CAM needs).
+        ``replace`` maps a layer to a function applied to its output before the rest of the network sees it
+        (Ablation-CAM's passes on networks that cannot be compiled).
         """
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}

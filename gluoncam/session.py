@@ -197,10 +197,10 @@ class Session(_ThreadActive):
     """Records one forward pass for explanation; ``backward`` then runs one sweep per backward mode.
 
     Used as a context manager around the recorded forward pass; it is visible to blocks only in the thread that
-    entered it. Outside ``autograd.record`` it runs the same inference function without cuts (for the forward-only
-    passes of Score-CAM and Ablation-CAM); ``replace`` maps ``id(block)`` to a function applied to that block's
-    output. ``relu_cuts`` is None, ``'input'`` or ``'output'`` (see the module's docstring and
-    :func:`relu_cuts_for`).
+    entered it. Outside ``autograd.record`` it runs the same inference function without cuts (forward-only passes,
+    and Score-CAM's and Ablation-CAM's where the network cannot be compiled); ``replace`` maps ``id(block)`` to a
+    function applied to that block's output. ``relu_cuts`` is None, ``'input'`` or ``'output'`` (see the module's
+    docstring and :func:`relu_cuts_for`).
     """
     F_kind = nd
 

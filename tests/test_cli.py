@@ -66,6 +66,24 @@ def test_every_family_of_methods_renders(tmp_path, root, capsys):
     assert os.path.getsize(tmp_path / 'jellyfish.png') > 10000
 
 
+def test_maps_from_the_shared_pass_equal_the_library_functions(tmp_path, root, capsys):
+    """One recorded pass serves the gradient CAMs, guided backprop, deconvnet and input x gradient."""
+    from gluoncam import cams, gradients, models
+    from gluoncam.images import preprocess, read_rgb
+    methods = 'gradcam++,eigencam,guided-backprop,deconv,input-x-gradient'
+    assert main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--method', methods]) == 0
+    net = models.get_model('efficientnet_lite0', pretrained=True, root=root)
+    x = preprocess(read_rgb(PHOTO), net)
+    expected = {'gradcam++': cams.cam(net, x, net.cam_layer, 'gradcam++'),
+                'eigencam': cams.cam(net, x, net.cam_layer, 'eigencam'),
+                'guided_backprop': gradients.gradient(net, x, mode='guided'),
+                'deconv': gradients.gradient(net, x, mode='deconv'),
+                'input_x_gradient': gradients.input_x_gradient(net, x)}
+    for name, values in expected.items():
+        got = np.load(tmp_path / f'jellyfish_{name}.npy')
+        np.testing.assert_allclose(got, values.asnumpy()[0], rtol=1e-4, atol=1e-5 * np.abs(got).max())
+
+
 def test_unknown_class_names_suggest_close_ones(tmp_path, root, capsys):
     assert main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--class', 'snow leopardd']) == 2
     assert "did you mean 'snow leopard'" in capsys.readouterr().err
