@@ -1,24 +1,28 @@
-"""Forward-only passes as compiled graphs: the network, or the part of it downstream of one layer, traced to a
-symbol and run as a hybridized ``SymbolBlock`` that shares the network's parameters.
+"""Passes as compiled graphs: the network, or the part of it downstream of one layer, traced to a symbol and run
+as a hybridized ``SymbolBlock``.
 
 Score-CAM scores the network on one masked input per channel and Ablation-CAM on one ablated layer output per
 channel: hundreds of forward passes, where a compiled graph is faster than the imperative routed one and where
 Ablation-CAM needs to run only what depends on the layer. The trace runs in predict mode, so the graph is the
 network's inference path. A network may still compute something else as a symbol than as arrays, so a compiled
 pass is checked against the imperative one before it is used (``cams.Scorer``, with :func:`agrees`).
+
+A normal-mode explanation needs no ReLU rule, so its recorded forward pass can be compiled too
+(:class:`Recording`), the captured layers' outputs and gradients read from the graph; ``Explainer`` checks it
+against the imperative recording before it is used.
 """
 import json
 import warnings
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd
+from mxnet import autograd, nd
 from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
 from .nn import walk
-from .session import Tracing
+from .session import Tracing, as_leaf
 
 SOFTMAXES = ('softmax', 'log_softmax', 'SoftmaxActivation')
 LAYER_INPUT = 'gluoncam_layer'
@@ -93,19 +97,27 @@ def _trace(net: Block, score: str, layer: Optional[Block] = None):
     if not all(isinstance(block, HybridBlock) for block in walk(net)):
         return None
     data = mx.sym.var('data')
-    try:
-        with Tracing(layer, mx.sym.var(LAYER_INPUT)) as tracing, autograd.predict_mode(), autograd.pause():
-            output = net(data)
-    except Exception:  # code that runs imperatively only (asnumpy, shapes read in Python): no graph
-        return None
-    if not isinstance(output, mx.sym.Symbol) or len(output.list_outputs()) != 1 or \
-            (layer is not None and tracing.replaced != 1):
+    replace = {} if layer is None else {id(layer): lambda out: mx.sym.var(LAYER_INPUT)}
+    output, runs = _traced_output(net, data, Tracing(replace))
+    if output is None or (layer is not None and runs.get(id(layer)) != 1):
         return None
     head = json.loads(output.tojson())
     head_node = head['nodes'][head['heads'][0][0]]
     if score == 'logits' and head_node['op'] in SOFTMAXES:
         output = output.get_children()[0]
     return data, output
+
+
+def _traced_output(net: Block, data: mx.sym.Symbol, tracing: Tracing):
+    """(the network's single output symbol, runs of the replaced blocks), or (None, {}) where there is none."""
+    try:
+        with tracing, autograd.predict_mode(), autograd.pause():
+            output = net(data)
+    except Exception:  # code that runs imperatively only (asnumpy, shapes read in Python): no graph
+        return None, {}
+    if not isinstance(output, mx.sym.Symbol) or len(output.list_outputs()) != 1:
+        return None, {}
+    return output, tracing.runs
 
 
 def _depends_on(nodes, source: int) -> List[bool]:
@@ -167,3 +179,159 @@ def _symbol_block(output: mx.sym.Symbol, inputs, net: Block) -> SymbolBlock:
 
 def _as_list(outputs) -> List[NDArray]:
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+# ----- the recorded pass of a normal-mode explanation
+PROBE = 'gluoncam_probe'
+BOUND = 'gluoncam_bound'
+NEVER_COMPILED = ('Custom', '_contrib_box_decode')  # see session.py's docstring and _RoutedContrib
+TRAIN_MODE_OPS = ('Dropout', 'RNN', 'SoftmaxOutput', 'SyncBatchNorm', '_contrib_SyncBatchNorm', 'BatchNorm_v1')
+
+
+class Recording:
+    """The network's forward pass as one compiled graph, for a recorded normal-mode backward pass.
+
+    Each captured layer's output ``A`` is followed by ``A + P`` with ``P`` a zero input of the graph (a probe):
+    the gradient at ``P`` is the gradient at ``A``, and ``A`` is an output too. Parameters are inputs, passed
+    detached, so no parameter gradient is computed. The graph runs in predict mode, or in train mode where it has
+    max pooling (whose MKLDNN backward is wrong after a predict-mode forward pass); the trace makes train mode
+    compute the inference function (BatchNorm on its running statistics, Dropout off) and graphs with other ops
+    that train mode changes are not compiled.
+
+    Attributes
+    ----------
+    train_mode : bool
+        Whether the graph runs, and is back-propagated, in train mode.
+    checked : bool
+        Whether its results have been found equal to the imperative recording's (see ``Explainer``).
+    """
+
+    def __init__(self, block: SymbolBlock, graph: mx.sym.Symbol, params: list, layers: int, bounds: List[float],
+                 has_logits: bool, train_mode: bool):
+        self.block, self.graph, self.params, self.layers = block, graph, params, layers
+        self.bounds, self.has_logits, self.train_mode = bounds, has_logits, train_mode
+        self.checked = False
+        self._shapes: Dict[tuple, tuple] = {}
+        self._bound_arrays: Dict[tuple, List[NDArray]] = {}
+
+    def forward(self, x: NDArray):
+        """Run the graph on ``x`` (a leaf), while recording: (output, scored output, activations, probes)."""
+        probe_shapes, bound_shapes = self._input_shapes(x.shape)
+        probes = [as_leaf(nd.zeros(shape, ctx=x.context, dtype=x.dtype)) for shape in probe_shapes]
+        params = [param.data(x.context).detach() for param in self.params]
+        mode = autograd.train_mode() if self.train_mode else autograd.predict_mode()
+        with mode:
+            outputs = _as_list(self.block(x, *probes, *self._bounds_for(x, bound_shapes), *params))
+        scored = outputs[1] if self.has_logits else outputs[0]
+        return outputs[0], scored, outputs[1 + self.has_logits:], probes
+
+    def _input_shapes(self, shape: tuple):
+        if shape not in self._shapes:
+            arg_shapes, _, _ = self.graph.infer_shape_partial(data=shape)
+            shapes = dict(zip(self.graph.list_arguments(), arg_shapes))
+            self._shapes = {shape: ([shapes[f'{PROBE}{k}'] for k in range(self.layers)],
+                                    [shapes[f'{BOUND}{k}'] for k in range(len(self.bounds))])}
+        return self._shapes[shape]
+
+    def _bounds_for(self, x: NDArray, shapes) -> List[NDArray]:
+        key = (x.shape, x.context, x.dtype)
+        arrays = self._bound_arrays.get(key)
+        if arrays is None:  # kept for the latest input shape only
+            arrays = [nd.full(shape, upper, ctx=x.context, dtype=x.dtype) for shape, upper in zip(shapes, self.bounds)]
+            self._bound_arrays = {key: arrays}
+        return arrays
+
+
+def recording(net: Block, layers: Sequence[Block], score: str) -> Optional[Recording]:
+    """The compiled :class:`Recording` of the network with ``layers`` captured, or None where the network cannot
+    be traced to one graph that computes what it computes imperatively (each layer run once, one output)."""
+    if not all(isinstance(block, HybridBlock) for block in walk(net)):
+        return None
+    layers = tuple(layers)
+    F, activations = _RecordingF(), {}
+
+    def probed(block, k):
+        def with_probe(out):
+            activations[id(block)] = out
+            return out + mx.sym.var(f'{PROBE}{k}')
+        return with_probe
+
+    data = mx.sym.var('data')
+    output, runs = _traced_output(net, data, Tracing({id(b): probed(b, k) for k, b in enumerate(layers)}, F))
+    if output is None or any(runs.get(id(block)) != 1 for block in layers):
+        return None
+    logits = F.logits_of(output) if score == 'logits' else None
+    heads = [output] + ([logits] if logits is not None else [])
+    graph = mx.sym.Group(heads + [activations[id(block)] for block in layers])
+    nodes = json.loads(graph.tojson())['nodes']
+    train_mode = any(node['op'] == 'Pooling' and (node.get('attrs') or {}).get('pool_type') == 'max'
+                     for node in nodes)
+    if any(node['op'] in NEVER_COMPILED or train_mode and _changes_in_train_mode(node) for node in nodes):
+        return None
+    named = {param.name: param for param in net.collect_params().values()}
+    probes = [f'{PROBE}{k}' for k in range(len(layers))]
+    bounds = [f'{BOUND}{k}' for k in range(len(F.bounds))]
+    param_names = [name for name in graph.list_inputs() if name not in ['data'] + probes + bounds]
+    if any(name not in named for name in param_names):
+        return None
+    inputs = [data] + [mx.sym.var(name) for name in probes + bounds + param_names]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "Cannot decide type for the following arguments": inputs are float32
+        block = SymbolBlock(graph, inputs)
+    block.hybridize(static_alloc=True)
+    return Recording(block, graph, [named[name] for name in param_names], len(layers), F.bounds,
+                     logits is not None, train_mode)
+
+
+def _changes_in_train_mode(node) -> bool:
+    attrs = node.get('attrs') or {}
+    return node['op'] in TRAIN_MODE_OPS or \
+        node['op'] == 'BatchNorm' and attrs.get('use_global_stats') not in ('True', 'true', '1') or \
+        node['op'] == 'LeakyReLU' and attrs.get('act_type') == 'rrelu'
+
+
+class _RecordingF:
+    """``mxnet.symbol`` as seen by a block traced for a :class:`Recording`: the inference function in either
+    mode, with ReLUs as the imperative recording computes them (``session.RoutedF``)."""
+
+    def __init__(self):
+        self.bounds: List[float] = []  # ReLU6 upper bounds, inputs of the graph
+        self._softmax_inputs: Dict[int, tuple] = {}
+
+    def __getattr__(self, name):
+        return getattr(mx.sym, name)
+
+    def relu(self, data, *args, **kwargs):
+        return mx.sym.Activation(data, act_type='relu')
+
+    def clip(self, data, a_min, a_max, *args, **kwargs):
+        if a_min == 0 and a_max > 0:
+            # as Session._rectify: a bound array first, so the gradient stops at both bounds
+            bound = mx.sym.var(f'{BOUND}{len(self.bounds)}')
+            self.bounds.append(a_max)
+            return mx.sym.minimum(bound, mx.sym.Activation(data, act_type='relu'))
+        return mx.sym.clip(data, a_min, a_max, *args, **kwargs)
+
+    def BatchNorm(self, *args, **kwargs):  # noqa: N802 (MXNet's op name)
+        kwargs['use_global_stats'] = True
+        return mx.sym.BatchNorm(*args, **kwargs)
+
+    def Dropout(self, data, *args, **kwargs):  # noqa: N802
+        return data if kwargs.get('mode', 'training') == 'training' else mx.sym.Dropout(data, *args, **kwargs)
+
+    def softmax(self, data, *args, **kwargs):
+        return self._remember(mx.sym.softmax(data, *args, **kwargs), data)
+
+    def log_softmax(self, data, *args, **kwargs):
+        return self._remember(mx.sym.log_softmax(data, *args, **kwargs), data)
+
+    def SoftmaxActivation(self, data, *args, **kwargs):  # noqa: N802
+        return self._remember(mx.sym.SoftmaxActivation(data, *args, **kwargs), data)
+
+    def _remember(self, probabilities, logits):
+        self._softmax_inputs[id(probabilities)] = (probabilities, logits)
+        return probabilities
+
+    def logits_of(self, output):
+        pair = self._softmax_inputs.get(id(output))
+        return pair[1] if pair is not None and pair[0] is output else None

@@ -3,16 +3,18 @@ import json
 import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mxnet import autograd
 from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
+from . import compiled
 from .inputs import Target, as_batch, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import intercept, is_explainable, walk
-from .session import MODES, Session, relu_cuts_for
+from .session import MODES, Session, as_leaf, relu_cuts_for
 
 __all__ = ['Explainer', 'Backprop']
 
@@ -50,6 +52,10 @@ class Explainer:
     gradients are never computed and ``grad_req`` is left alone. The network runs exactly as in inference: its own
     code sees ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout
     is off. A hybridized network runs imperatively during the call.
+
+    Normal-mode calls that capture the same layers again run a compiled graph of the network instead (traced from
+    its HybridBlocks; see :func:`gluoncam.compiled.recording`): from the second such call, which also runs
+    imperatively and keeps the compiled graph only if both give the same output, activations and gradients.
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
@@ -114,6 +120,23 @@ class Explainer:
                 raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
+        with self:
+            captured = tuple(blocks.values())
+            recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) else None
+            if recording is None:
+                return self._recorded(x, targets, blocks, modes, score)
+            results = _compiled_backprop(recording, x, targets, list(blocks))
+            if not recording.checked:
+                expected = self._recorded(x, targets, blocks, modes, score)
+                if not all(map(_same, results, expected)):
+                    _Recordings.reject(self.net, captured, score)
+                    return expected
+                recording.checked = True
+        return results
+
+    def _recorded(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
+                  score: str) -> List[Backprop]:
+        """:meth:`backprop_each` by an imperative recording, cut for the modes' rules (see ``session.py``)."""
         with self, Session(blocks.values(), relu_cuts=relu_cuts_for(modes)) as session:
             with autograd.record(train_mode=False):
                 output = self.net(session.make_input(x))
@@ -165,6 +188,68 @@ class Explainer:
 
 
 SCORES = ('logits', 'output')
+
+
+class _Recordings:
+    """Compiled recordings (:class:`compiled.Recording`) of normal-mode calls, per network and (layers, score).
+
+    A one-off call is faster imperatively (tracing and planning a graph cost about one pass), so a recording is
+    built at the second call with the same layers and score; that call also runs imperatively, and the recording
+    is used from then on if both agreed. The latest few recordings of a network are kept (each holds the memory
+    of its graph).
+    """
+    KEPT = 4
+    _lock = threading.Lock()
+    _by_net: 'weakref.WeakKeyDictionary[Block, OrderedDict]' = weakref.WeakKeyDictionary()
+    SEEN, NEVER = 'seen once', 'not compiled'
+
+    @classmethod
+    def get(cls, net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
+        key = (tuple(map(id, layers)), score)  # ids: a net's blocks live as long as it, and must not keep it alive
+        with cls._lock:
+            entries = cls._by_net.setdefault(net, OrderedDict())
+            entry = entries.get(key)
+            if entry is None:
+                entries[key] = cls.SEEN
+            elif entry is cls.SEEN:
+                entry = entries[key] = compiled.recording(net, layers, score) or cls.NEVER
+            entries.move_to_end(key)
+            built = [k for k, e in entries.items() if isinstance(e, compiled.Recording)]
+            for old in built[:-cls.KEPT]:
+                entries[old] = cls.SEEN
+            while len(entries) > 64:
+                entries.popitem(last=False)
+            return entry if isinstance(entry, compiled.Recording) else None
+
+    @classmethod
+    def reject(cls, net: Block, layers: tuple, score: str) -> None:
+        with cls._lock:
+            cls._by_net.setdefault(net, OrderedDict())[(tuple(map(id, layers)), score)] = cls.NEVER
+
+
+def _compiled_backprop(recording: compiled.Recording, x: NDArray, targets: Sequence[Target],
+                       names: List[str]) -> List[Backprop]:
+    """:meth:`Explainer.backprop_each` in normal mode, by a compiled recording."""
+    x = as_leaf(x.detach())
+    with autograd.record(train_mode=False):
+        output, scored, activations, probes = recording.forward(x)
+        heads = [score_head(scored, target) for target in targets]
+    activations = {name: activation.detach() for name, activation in zip(names, activations)}
+    results, inference_output = [], output.detach()
+    for k, (head, head_grad, classes) in enumerate(heads):
+        last = k == len(heads) - 1
+        autograd.backward([head], [head_grad], retain_graph=not last, train_mode=recording.train_mode)
+        kept = (lambda grad: grad) if last else (lambda grad: grad.copy())  # the next backward writes there
+        gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
+        results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
+    return results
+
+
+def _same(got: Backprop, expected: Backprop) -> bool:
+    pairs = [(got.output, expected.output), (got.input_gradients['normal'], expected.input_gradients['normal'])]
+    pairs += [(got.activations[name], value) for name, value in expected.activations.items()]
+    pairs += [(got.gradients['normal'][name], value) for name, value in expected.gradients['normal'].items()]
+    return all(compiled.agrees(a, b) for a, b in pairs)
 
 
 def _scored(session: Session, output, score: str):

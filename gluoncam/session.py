@@ -53,19 +53,29 @@ class _ThreadActive:
 
 
 class Tracing(_ThreadActive):
-    """A symbolic trace of a network in which ``layer``'s output is replaced by ``variable`` (``replaced`` counts
-    the layer's runs); with ``layer`` None, the plain trace."""
+    """A symbolic trace of a network, its blocks calling ``F`` (``mxnet.symbol`` or a routed stand-in);
+    ``replace`` maps ``id(block)`` to a function applied to that block's output symbol, and ``runs`` counts
+    each replaced block's runs."""
     F_kind = mx.sym  # the F of the blocks it handles
 
-    def __init__(self, layer, variable):
-        self.layer, self.variable, self.replaced = layer, variable, 0
+    def __init__(self, replace: Dict[int, Callable], F=mx.sym):
+        self.replace, self.F, self.runs = replace, F, {}
 
     def run_block(self, block, hybrid_forward: Callable, x, args, params):
-        out = hybrid_forward(mx.sym, x, *args, **params)
-        if block is self.layer:
-            self.replaced += 1
-            return self.variable
+        out = by_name(block, hybrid_forward)(self.F, x, *args, **params)
+        if id(block) in self.replace:
+            self.runs[id(block)] = self.runs.get(id(block), 0) + 1
+            return self.replace[id(block)](out)
         return out
+
+
+def by_name(block, hybrid_forward: Callable) -> Callable:
+    """``hybrid_forward``, callable with a routed F: a HybridLambda made from an op's name looks F up in a dict
+    of MXNet's modules."""
+    if isinstance(block, HybridLambda) and 'func_dict' in block._func.__code__.co_freevars:
+        name = block._func_name
+        return lambda F, *inputs: getattr(F, name)(*inputs)
+    return hybrid_forward
 
 
 def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None) -> NDArray:
@@ -224,19 +234,15 @@ class Session(_ThreadActive):
 
     # ----- forward: called from blocks while recording
     def make_input(self, x: NDArray) -> NDArray:
-        self.input = _leaf(x.detach())
+        self.input = as_leaf(x.detach())
         return self.input
 
     def run_block(self, block, hybrid_forward: Callable, x, args, params):
         """Run a block's ``hybrid_forward`` with the routed F and detached parameters; capture its output."""
         params = {name: value.detach() for name, value in params.items()}
-        if isinstance(block, HybridLambda) and 'func_dict' in block._func.__code__.co_freevars:
-            # a HybridLambda made from an op's name looks F up in a dict of MXNet's modules
-            name = block._func_name
-            hybrid_forward = lambda F, *inputs: getattr(F, name)(*inputs)  # noqa: E731
         self._block_stack.append(block)
         try:
-            out = hybrid_forward(self.F, x, *args, **params)
+            out = by_name(block, hybrid_forward)(self.F, x, *args, **params)
         finally:
             self._block_stack.pop()
         self.ran.add(id(block))
@@ -250,12 +256,12 @@ class Session(_ThreadActive):
         if not autograd.is_recording() or self.relu_cuts is None:
             return self._rectify(x, upper)
         if self.relu_cuts == 'input':
-            leaf = _leaf(x.detach())
+            leaf = as_leaf(x.detach())
             self.cuts.append(_Cut(x, leaf, self._current_block(), rule='relu input'))
             return self._rectify(leaf, upper)
         with autograd.pause():
             y = nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
-        self.cuts.append(_Cut(x, _leaf(y), self._current_block(), rule='relu output', upper=upper))
+        self.cuts.append(_Cut(x, as_leaf(y), self._current_block(), rule='relu output', upper=upper))
         return y
 
     def _rectify(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
@@ -291,7 +297,7 @@ class Session(_ThreadActive):
         if id(block) in self.captures:
             raise ValueError(f"layer {block.name!r} runs more than once in one forward pass, so its output "
                              "and gradient are ambiguous; capture a block that runs once")
-        cut = _Cut(out, _leaf(out.detach()), block)
+        cut = _Cut(out, as_leaf(out.detach()), block)
         self.cuts.append(cut)
         self.captures[id(block)] = cut
         return cut.leaf
@@ -372,7 +378,8 @@ class Session(_ThreadActive):
         return [(cut.block, cut.head) for cut in self.cuts if not self.is_leaf(cut.head)]
 
 
-def _leaf(value: NDArray) -> NDArray:
+def as_leaf(value: NDArray) -> NDArray:
+    """``value`` marked as a leaf of the recording, its gradient written by each backward pass."""
     # an uninitialised buffer: a backward pass writes it before it is read (attach_grad would zero it)
     autograd.mark_variables(value, nd.empty(value.shape, ctx=value.context, dtype=value.dtype), grad_reqs='write')
     return value

@@ -17,7 +17,7 @@ from gluoncam import cams, compiled, explainer as explainer_module
 from gluoncam.layers import resolve
 from gluoncam.session import Session
 from conftest import batch, small_net
-from test_explainer import DirectCalls
+from test_explainer import DirectCalls, rss_mb
 from test_efficientnet import relu6_net
 
 MODES = {None: ('normal',), 'input': ('normal', 'guided'), 'output': ('normal', 'guided', 'deconv')}
@@ -204,3 +204,147 @@ def test_logits_and_outputs_are_compiled_as_scored():
         logits, output = compiled.whole(net, 'logits'), compiled.whole(net, 'output')
     np.testing.assert_allclose(logits(x).asnumpy(), net[0](x).asnumpy(), rtol=1e-6)
     np.testing.assert_allclose(output(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
+
+
+# ----- compiled recordings of normal-mode calls
+RECORDED = {  # net, layers, input shape, whether the graph runs in train mode (it has max pooling)
+    'small: BatchNorm, max pooling, Dropout': (small_net, ['1', '4'], (2, 3, 12, 10), True),
+    'residual with ReLU6': (residual_net, ['3.conv1', '5'], (2, 3, 12, 10), True),
+    'resnet18_v1, layer inside a block': (lambda: _zoo('resnet18_v1'), ['features.6.0.body.3'], (2, 3, 64, 64),
+                                          True),
+    'mobilenetv2_0.25': (lambda: _zoo('mobilenetv2_0.25'), ['features.16'], (2, 3, 64, 64), False),
+}
+
+
+def no_compiled_recordings():
+    return mock.patch.object(explainer_module._Recordings, 'get', lambda *args: None)
+
+
+def recordings_of(net):
+    return list(explainer_module._Recordings._by_net.get(net, {}).values())
+
+
+def calls_answered_compiled():
+    """A spy on the compiled recording's use: ``spy.call_count``."""
+    return mock.patch.object(explainer_module, '_compiled_backprop', wraps=explainer_module._compiled_backprop)
+
+
+def assert_same_backprops(got, expected, rtol=1e-5):
+    for g, e in zip(got, expected):
+        pairs = [(g.output, e.output), (g.input_gradients['normal'], e.input_gradients['normal'])]
+        pairs += [(g.activations[name], e.activations[name]) for name in e.activations]
+        pairs += [(g.gradients['normal'][name], e.gradients['normal'][name]) for name in e.activations]
+        if e.classes is not None:
+            np.testing.assert_array_equal(g.classes.asnumpy(), e.classes.asnumpy())
+        for a, b in pairs:
+            b = b.asnumpy()
+            assert np.abs(b).max() > 0
+            np.testing.assert_allclose(a.asnumpy(), b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.mark.parametrize('score', ['logits', 'output'])
+@pytest.mark.parametrize('name', RECORDED)
+def test_compiled_recordings_equal_the_imperative_ones(name, score):
+    """From the second call with the same layers, a normal-mode call runs a compiled graph (checked against the
+    imperative recording on that call): outputs, activations and gradients of every layer and target agree."""
+    make, layers, shape, train_mode = RECORDED[name]
+    net = make()
+    x = nd.array(np.random.RandomState(0).randn(*shape).astype(np.float32))
+    targets = [None, 1, lambda out: out[:, 0] - out[:, 1]]
+    explainer = gluoncam.Explainer(net)
+    with no_compiled_recordings():
+        expected = explainer.backprop_each(x, targets, layers, score=score)
+    with calls_answered_compiled() as spy:
+        for _ in range(3):
+            got = explainer.backprop_each(x, targets, layers, score=score)
+    assert spy.call_count == 2  # not the first call; the second one checked, the third used it
+    recording, = recordings_of(net)
+    assert recording.checked and recording.train_mode == train_mode
+    assert_same_backprops(got, expected)
+
+
+def test_a_compiled_recording_changes_no_parameter_statistic_or_gradient():
+    net = small_net()
+    params = net.collect_params()
+    for param in params.values():
+        if param.grad_req != 'null':
+            param.grad()[:] = 7
+    before = {name: (param.data().asnumpy(), param.grad().asnumpy() if param.grad_req != 'null' else None)
+              for name, param in params.items()}
+    explainer = gluoncam.Explainer(net)
+    for _ in range(3):
+        explainer.backprop(batch(8), layers=['4'])
+    assert recordings_of(net)[0].train_mode  # BatchNorm and Dropout computed in train mode, as in inference
+    for name, param in params.items():
+        data, grad = before[name]
+        np.testing.assert_array_equal(param.data().asnumpy(), data, err_msg=name)
+        if grad is not None:
+            np.testing.assert_array_equal(param.grad().asnumpy(), grad, err_msg=name)
+
+
+def test_a_compiled_relu6_stops_the_gradient_at_both_bounds():
+    net = relu6_net()
+    net[0].weight.set_data(nd.array(np.eye(5, 3) * 2))
+    net[0].bias.set_data(nd.zeros(5))
+    x = nd.array([[0., 3., 1.], [1., 0., 2.]])  # z = 2x: 0, 6, 2 | 2, 0, 4
+    with calls_answered_compiled() as spy:
+        grads = [gluoncam.Explainer(net).backprop(x, 1).input_gradients['normal'].asnumpy() for _ in range(3)]
+    assert spy.call_count == 2
+    z = x.asnumpy() @ (np.eye(5, 3) * 2).T
+    expected = (np.tile(net[2].weight.data().asnumpy()[1], (2, 1)) * ((z > 0) & (z < 6))) @ (np.eye(5, 3) * 2)
+    for grad in grads:
+        np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
+
+
+class DiffersAsSymbol(HybridBlock):
+    """Computes something else on symbols than on arrays, whatever F is."""
+
+    def hybrid_forward(self, F, x):
+        return x * (3 if isinstance(x, mx.sym.Symbol) else 2)
+
+
+class RandomizedReLU(HybridBlock):
+    """A ReLU that train mode makes random: a graph with max pooling (run in train mode) must not have it."""
+
+    def hybrid_forward(self, F, x):
+        return F.LeakyReLU(x, act_type='rrelu')[0]  # its second output is the random mask
+
+
+@pytest.mark.parametrize('odd', [DiffersAsSymbol, RandomizedReLU])
+def test_networks_without_a_faithful_recording_run_imperatively(odd):
+    net = small_net()
+    twisted = stock.HybridSequential()
+    twisted.add(*list(net._children.values())[:5], odd(), *list(net._children.values())[5:])
+    x = batch(2)
+    with no_compiled_recordings():
+        expected = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'])
+    for _ in range(3):
+        got = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'])
+        assert_same_backprops(got, expected, rtol=1e-6)
+    assert recordings_of(twisted) == [explainer_module._Recordings.NEVER]
+
+
+def test_a_few_compiled_recordings_are_kept_per_network():
+    net = small_net()
+    layer_sets = [['0'], ['1'], ['2'], ['3'], ['4'], ['0', '4']]
+    for layers in layer_sets * 2:
+        gluoncam.Explainer(net).backprop(batch(), layers=layers)
+    kept = [entry for entry in recordings_of(net) if isinstance(entry, compiled.Recording)]
+    assert len(kept) == explainer_module._Recordings.KEPT
+
+
+def test_no_memory_growth_over_many_compiled_calls():
+    net, x = small_net(), batch()
+    explainer = gluoncam.Explainer(net)
+
+    def call():
+        explainer.backprop(x, layers=['4']).gradients['normal']['4'].asnumpy()
+
+    for _ in range(200):
+        call()
+    start = rss_mb()
+    for _ in range(2000):
+        call()
+    growth = rss_mb() - start
+    print(f"RSS growth over 2000 compiled calls: {growth:.1f} MB")
+    assert growth < 20

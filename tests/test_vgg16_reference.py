@@ -37,6 +37,7 @@ import pytest
 from mxnet import nd
 
 import gluoncam
+from gluoncam import compiled, explainer as explainer_module
 
 TARGETS = [3, 5]
 LAYER = 'features.28'
@@ -222,6 +223,10 @@ def run(tmp_path_factory):
             for mode in MODES:
                 call.input_gradients[mode].wait_to_read()
         timings['gluoncam_two_calls_s'] = time.time() - t
+        # Normal mode only, three times: the third call runs the compiled recording (see Explainer)
+        normal = [explainer.backprop(x, target=TARGETS, layers=[LAYER]) for _ in range(3)]
+        compiled_used = [isinstance(entry, compiled.Recording) and entry.checked
+                         for entry in explainer_module._Recordings._by_net[net].values()]
         reference.wait(timeout=600)
     finally:
         if reference.poll() is None:
@@ -236,7 +241,8 @@ def run(tmp_path_factory):
     ref = {path.stem: np.load(path) for path in work.glob('*.npy') if path.stem not in ('x', 'targets')}
     timings['fixture_s'] = time.time() - start
     print(f"\ntimings: {timings}\nreference: {info}")
-    return {'pinning': pinning, 'calls': calls, 'ref': ref, 'info': info}
+    return {'pinning': pinning, 'calls': calls, 'ref': ref, 'info': info, 'normal': normal,
+            'compiled_used': compiled_used}
 
 
 def compare(name, actual, expected, rel=1e-4, rtol=1e-3):
@@ -323,3 +329,13 @@ def test_repeated_calls_are_identical(run):
                                       pinning.input_gradients[mode].asnumpy())
     np.testing.assert_array_equal(first.output.asnumpy(), second.output.asnumpy())
     np.testing.assert_array_equal(first.activations[LAYER].asnumpy(), pinning.activations[LAYER].asnumpy())
+
+
+def test_the_compiled_normal_recording_matches_the_reference(run):
+    """Normal-mode calls from the second on run a compiled graph (in train mode, for max pooling): the same maps."""
+    assert run['compiled_used'] == [True]
+    for call in run['normal']:
+        compare('input gradient (normal, compiled)', call.input_gradients['normal'].asnumpy(), run['ref']['normal'])
+        compare(f'{LAYER} gradient (normal, compiled)', call.gradients['normal'][LAYER].asnumpy(),
+                run['ref']['normal_layer'])
+        compare('output (compiled)', call.output.asnumpy(), run['ref']['output'])
