@@ -1,10 +1,9 @@
 """gluoncam: see why an MXNet Gluon CNN decided what it decided."""
-from . import cams, detection, gradients, maps, models, modifiers, targets, zoo
+from . import cams, detection, gradients, maps, models, modifiers, targets, visualize, zoo
 from .explainer import Backprop, Explainer
 from .layers import named_blocks
 from .maps import grad_cam, guided_grad_cam, saliency
 from .nn import Activation, Conv2D, Dense, ReLU6, convert
-from .visualize import visualize
 
 __version__ = '0.1.0'
 

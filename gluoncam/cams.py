@@ -95,9 +95,9 @@ class EigenCAM(CAMMethod):
 
 
 class ScoreCAM(CAMMethod):
-    """Score-CAM (Wang et al. 2020), as pytorch-grad-cam: each channel, upsampled to the input and scaled to
-    [0, 1], masks the input; ``s_c = S(x * mask_c)`` and ``W = softmax_c(s)``. No gradient; N x C forward passes,
-    batched."""
+    """Score-CAM (Wang et al. 2020), as pytorch-grad-cam: each channel, upsampled to the input (bilinear, corners
+    aligned, as its ``UpsamplingBilinear2d``) and scaled to [0, 1], masks the input; ``s_c = S(x * mask_c)`` and
+    ``W = softmax_c(s)``. No gradient; N x C forward passes, batched."""
     needs_gradient = False
     needs_scores = True
 
@@ -106,7 +106,7 @@ class ScoreCAM(CAMMethod):
         channels = _channels_as_maps(activation)  # NC x h x w
 
         def masked_inputs(rows: slice) -> NDArray:  # made per batch: memory bounded by batch_size, not by N x C
-            masks = maps.normalize(maps.upsample(channels[rows], scorer.input_size))
+            masks = maps.normalize(maps.upsample(channels[rows], scorer.input_size, align_corners=True))
             return scorer.sample_rows(rows, c) * masks.expand_dims(1)
 
         scores = scorer.input_scores(masked_inputs, n * c, repeats=c).reshape((n, c))

@@ -12,6 +12,7 @@ A normal-mode explanation needs no ReLU rule, so its recorded forward pass can b
 against the imperative recording before it is used.
 """
 import json
+import threading
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -212,18 +213,29 @@ class Recording:
         self.bounds, self.has_logits, self.train_mode = bounds, has_logits, train_mode
         self.checked = False
         self._shapes: Dict[tuple, tuple] = {}
-        self._bound_arrays: Dict[tuple, List[NDArray]] = {}
+        # Arrays passed to the graph, kept between calls: per thread, since recording marks an input array (in
+        # MXNet's autograd) and two threads' recordings must not mark the same array.
+        self._local = threading.local()
 
     def forward(self, x: NDArray):
         """Run the graph on ``x`` (a leaf), while recording: (output, scored output, activations, probes)."""
         probe_shapes, bound_shapes = self._input_shapes(x.shape)
         probes = [as_leaf(nd.zeros(shape, ctx=x.context, dtype=x.dtype)) for shape in probe_shapes]
-        params = [param.data(x.context).detach() for param in self.params]
+        params = self._detached_params(x.context)
         mode = autograd.train_mode() if self.train_mode else autograd.predict_mode()
         with mode:
             outputs = _as_list(self.block(x, *probes, *self._bounds_for(x, bound_shapes), *params))
         scored = outputs[1] if self.has_logits else outputs[0]
         return outputs[0], scored, outputs[1 + self.has_logits:], probes
+
+    def _detached_params(self, ctx) -> List[NDArray]:
+        """The parameters' arrays, detached (sharing memory); detached again once a parameter's arrays change."""
+        sources = [param._data for param in self.params]
+        detached = self._local.__dict__.setdefault('detached', {})
+        cached = detached.get(ctx)
+        if cached is None or any(a is not b for a, b in zip(cached[0], sources)):
+            cached = detached[ctx] = (sources, [param.data(ctx).detach() for param in self.params])
+        return cached[1]
 
     def _input_shapes(self, shape: tuple):
         if shape not in self._shapes:
@@ -235,10 +247,10 @@ class Recording:
 
     def _bounds_for(self, x: NDArray, shapes) -> List[NDArray]:
         key = (x.shape, x.context, x.dtype)
-        arrays = self._bound_arrays.get(key)
+        arrays = self._local.__dict__.get('bounds', {}).get(key)
         if arrays is None:  # kept for the latest input shape only
             arrays = [nd.full(shape, upper, ctx=x.context, dtype=x.dtype) for shape, upper in zip(shapes, self.bounds)]
-            self._bound_arrays = {key: arrays}
+            self._local.bounds = {key: arrays}
         return arrays
 
 

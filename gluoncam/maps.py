@@ -36,12 +36,15 @@ def guided_grad_cam(guided_gradient: NDArray, cam: NDArray) -> NDArray:
     return guided_gradient * upsample(cam, guided_gradient.shape[2:]).expand_dims(1)
 
 
-def upsample(maps: NDArray, size: Tuple[int, int]) -> NDArray:
-    """Bilinear resize of N x h x w maps to N x H x W (pixel centres aligned, as in OpenCV)."""
+def upsample(maps: NDArray, size: Tuple[int, int], align_corners: bool = False) -> NDArray:
+    """Bilinear resize of N x h x w maps to N x H x W: pixel centres aligned, as OpenCV and PyTorch's
+    ``interpolate`` by default; or, with ``align_corners``, corner pixels aligned, as PyTorch's
+    ``UpsamplingBilinear2d``."""
     height, width = size
     if tuple(maps.shape[1:]) == (height, width):
         return maps
-    resized = nd.contrib.BilinearResize2D(maps.expand_dims(1), height=height, width=width, align_corners=False)
+    resized = nd.contrib.BilinearResize2D(maps.expand_dims(1), height=height, width=width,
+                                          align_corners=align_corners)
     return resized[:, 0]
 
 

@@ -1,4 +1,6 @@
 """Pictures of explanations: heatmaps blended over images, gradient images, saliency maps (numpy, uint8)."""
+import sys
+import types
 from typing import List, Optional, Tuple
 
 import cv2
@@ -50,9 +52,9 @@ def visualize(net, preprocessed_img, orig_img, conv_layer_name: LayerRef, class_
     guided = maps.guided_grad_cam(result.input_gradients['guided'], cam)
     salient = maps.saliency(result.input_gradients['normal'])
     originals = _as_image_list(orig_img, cam.shape[0])
-    cams, guideds, salients = (maps.normalize(m).asnumpy() for m in (cam, guided, salient))
-    out = [(overlay(image, c, colormap, alpha), gradient_image(g, image.shape[:2]), gray_image(s, image.shape[:2]))
-           for image, c, g, s in zip(originals, cams, guideds, salients)]
+    cams, guideds, salients = (m.asnumpy() for m in (cam, guided, salient))
+    out = [(overlay(image, fitted(c, image.shape[:2]), colormap, alpha), gradient_image(fitted(g, image.shape[:2])),
+            gray_image(fitted(s, image.shape[:2]))) for image, c, g, s in zip(originals, cams, guideds, salients)]
     if _is_batch(orig_img):
         return tuple(list(column) for column in zip(*out))
     return out[0]
@@ -72,15 +74,25 @@ def render(image: Image, raw: np.ndarray, method: str, colormap: int = cv2.COLOR
     size = image.shape[:2]
     kind = RENDERING[method]
     if kind == 'heatmap':
-        return overlay(image, normalized(raw), colormap, alpha)
+        return overlay(image, fitted(raw, size), colormap, alpha)
     if kind == 'gradient':
-        return gradient_image(normalized(raw), size)
-    return gray_image(normalized(np.abs(raw).max(axis=0) if raw.ndim == 3 else raw), size)
+        return gradient_image(fitted(raw, size))
+    return gray_image(fitted(np.abs(raw).max(axis=0) if raw.ndim == 3 else raw, size))
 
 
 def normalized(values: np.ndarray) -> np.ndarray:
     """One map scaled to [0, 1] by its min and max (all zeros if constant)."""
     return maps.normalize(nd.array(values[None])).asnumpy()[0]
+
+
+def fitted(raw: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """One raw map (h x w, or C x H x W) resized to ``size`` (bilinear), then scaled to [0, 1]: scaled after the
+    resize, as pytorch-grad-cam does, so that a peak narrower than a pixel of the map still reaches 1."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim == 3:
+        channels_last = resize(np.transpose(raw, (1, 2, 0)), size).reshape(size + (raw.shape[0],))
+        return normalized(np.transpose(channels_last, (2, 0, 1)))
+    return normalized(resize(raw, size))
 
 
 def overlay(image: Image, heatmap: np.ndarray, colormap: int = cv2.COLORMAP_JET, alpha: float = 0.5) -> Image:
@@ -134,3 +146,14 @@ def _as_image_list(orig_img, batch_size: int) -> List[Image]:
     if len(images) != batch_size:
         raise ValueError(f"got {len(images)} original images for a batch of {batch_size}")
     return images
+
+
+class _FunctionModule(types.ModuleType):
+    """``gluoncam.visualize`` is this module (``gluoncam.visualize.render(...)``) and, called, its function
+    :func:`visualize` (``gluoncam.visualize(net, ...)``): the package exports both under one name."""
+
+    def __call__(self, *args, **kwargs):
+        return visualize(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FunctionModule

@@ -119,7 +119,7 @@ def ref_scorecam(net, x, layer_net, target=None, score=lambda out: out):
     for i in range(n):
         scores = np.zeros(c)
         for k in range(c):
-            mask = maps.normalize(maps.upsample(A[i:i + 1, k], x.shape[2:]))   # 1 x H x W
+            mask = maps.normalize(maps.upsample(A[i:i + 1, k], x.shape[2:], align_corners=True))   # 1 x H x W
             scores[k] = score(net(x[i:i + 1] * mask.expand_dims(1))).asnumpy()[0, classes[i]]
         weights = np.exp(scores - scores.max())
         weights /= weights.sum()

@@ -6,8 +6,8 @@ from mxnet import nd
 
 import gluoncam
 from gluoncam import maps
-from gluoncam.visualize import overlay, resize
-from conftest import batch
+from gluoncam.visualize import overlay, render, resize
+from conftest import batch, small_net
 
 
 def test_grad_cam_matches_a_hand_computed_case():
@@ -78,8 +78,10 @@ def test_visualize_matches_the_maps_it_is_made_of(net):
     original = np.full((12, 10, 3), 100, np.uint8)
     heatmap, guided, saliency = gluoncam.visualize(net, x, original, '4', class_id=2, alpha=1.0)
     result = gluoncam.Explainer(net).backprop(x, 2, ['4'], ('normal', 'guided'))
-    cam = maps.normalize(maps.grad_cam(result.activations['4'], result.gradients['normal']['4'])).asnumpy()[0]
-    np.testing.assert_array_equal(heatmap, overlay(original, cam, alpha=1.0))
+    raw = maps.grad_cam(result.activations['4'], result.gradients['normal']['4']).asnumpy()[0]
+    resized = cv2.resize(raw, (10, 12), interpolation=cv2.INTER_LINEAR)  # resized first, then scaled to [0, 1]
+    cam = (resized - resized.min()) / (resized.max() - resized.min())
+    assert np.abs(heatmap.astype(int) - overlay(original, cam, alpha=1.0).astype(int)).max() <= 1
     expected_saliency = maps.normalize(maps.saliency(result.input_gradients['normal'])).asnumpy()[0]
     np.testing.assert_array_equal(saliency, np.uint8(np.round(expected_saliency * 255)))
 
@@ -115,3 +117,46 @@ def test_an_all_zero_cam_is_a_valid_result(net):
     for picture in (heatmap, guided, saliency):
         assert np.isfinite(picture).all()
     assert saliency.max() == 0
+
+
+def test_upsampling_with_aligned_corners_follows_its_definition():
+    """PyTorch's UpsamplingBilinear2d: output pixel i samples the input at i * (h - 1) / (H - 1)."""
+    m = np.random.RandomState(0).rand(3, 4).astype(np.float32)
+    size = (7, 9)
+    rows, cols = (np.arange(n) * (k - 1) / (n - 1) for n, k in zip(size, m.shape))
+    expected = np.empty(size)
+    for i, y in enumerate(rows):
+        for j, x in enumerate(cols):
+            y0, x0 = min(int(y), m.shape[0] - 2), min(int(x), m.shape[1] - 2)
+            dy, dx = y - y0, x - x0
+            expected[i, j] = (m[y0, x0] * (1 - dy) * (1 - dx) + m[y0, x0 + 1] * (1 - dy) * dx +
+                              m[y0 + 1, x0] * dy * (1 - dx) + m[y0 + 1, x0 + 1] * dy * dx)
+    got = maps.upsample(nd.array(m[None]), size, align_corners=True).asnumpy()[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(maps.upsample(nd.array(m[None]), size).asnumpy()[0] - expected).max() > 1e-2  # the default differs
+
+
+@pytest.mark.parametrize('method', ['hirescam', 'saliency', 'guided-backprop'])
+def test_a_narrow_peak_reaches_full_scale_after_the_resize(method):
+    """Maps are scaled to [0, 1] after resizing to the image, so a one-pixel peak of a 7 x 7 map still reaches the
+    top of the colour scale (scaled first, the bilinear resize would lower it)."""
+    peak = np.zeros((7, 7), np.float32)
+    peak[3, 3] = 1
+    raw = peak if method != 'guided-backprop' else np.stack([peak] * 3)
+    picture = render(np.zeros((224, 224, 3), np.uint8), raw, method, alpha=1.0)
+    if method == 'hirescam':
+        top = cv2.cvtColor(cv2.applyColorMap(np.uint8([[255]]), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[0, 0]
+        assert (picture == top).all(axis=-1).any()
+    else:
+        assert picture.max() == 255
+
+
+def test_visualize_is_the_function_and_the_module():
+    """``gluoncam.visualize(...)`` and ``gluoncam.visualize.render(...)``, as the README writes them."""
+    from gluoncam import visualize
+    assert callable(visualize) and visualize.render is render
+    picture = gluoncam.visualize.render(np.zeros((8, 8, 3), np.uint8), np.eye(4, dtype=np.float32), 'gradcam')
+    assert picture.shape == (8, 8, 3)
+    net = small_net()
+    heatmap, _, _ = gluoncam.visualize(net, batch(1), np.zeros((12, 10, 3), np.uint8), '4')
+    assert heatmap.shape == (12, 10, 3)
