@@ -3,7 +3,7 @@
 The methods differ only in the weights W (per channel, or per element); each class gives its formula. The
 gradient G is that of the target score S at the layer's output. Formulas follow pytorch-grad-cam.
 """
-from typing import Callable, Dict, List, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from mxnet import nd
 from mxnet.ndarray import NDArray
@@ -17,16 +17,26 @@ EPSILON = 1e-7
 
 
 class CAMMethod:
-    """Base: ``relu(sum_c weights(A, G) * A)``; subclasses define ``weights``."""
+    """Base: ``relu(sum_c weights(A, G) * A)``; subclasses define ``weights``.
+
+    ``relu=False`` keeps the signed sum, negative where the layer speaks against the target (captum's
+    ``LayerGradCam`` with ``relu_attributions=False``, its default).
+    """
     needs_gradient = True
     needs_scores = False  # forward passes scoring the target on modified inputs or layers
 
+    def __init__(self, relu: bool = True):
+        self.relu = relu
+
     def __call__(self, activation: NDArray, gradient: NDArray, scorer: 'Scorer') -> NDArray:
         maps._check_4d(activation)
-        return nd.relu((self.weights(activation, gradient, scorer) * activation).sum(axis=1))
+        return self._rectified((self.weights(activation, gradient, scorer) * activation).sum(axis=1))
 
     def weights(self, activation: NDArray, gradient: NDArray, scorer: 'Scorer') -> NDArray:
         raise NotImplementedError
+
+    def _rectified(self, total: NDArray) -> NDArray:
+        return nd.relu(total) if self.relu else total
 
 
 class GradCAM(CAMMethod):
@@ -41,9 +51,19 @@ class GradCAMPlusPlus(CAMMethod):
     ``alpha_cij = G^2 / (2 G^2 + sum_ab A_cab * G^3)`` (0 where G = 0), ``W_c = sum_ij alpha_cij * relu(G_cij)``.
 
     Computed as ``alpha = 1 / (2 + sum_ab A_cab * G_cij)``, the same where G != 0, so that no epsilon added to a
-    denominator of order G^2 distorts small gradients (0 where that denominator vanishes)."""
+    denominator of order G^2 distorts small gradients (0 where that denominator vanishes). ``epsilon`` computes
+    ``G^2 / (2 G^2 + sum_ab A_cab * G^3 + epsilon)`` instead, as pytorch-grad-cam does with ``epsilon=1e-6``."""
+
+    def __init__(self, epsilon: Optional[float] = None, relu: bool = True):
+        super().__init__(relu)
+        self.epsilon = epsilon
 
     def weights(self, activation, gradient, scorer):
+        if self.epsilon is not None:
+            squared = gradient ** 2
+            alpha = squared / (2 * squared + activation.sum(axis=(2, 3), keepdims=True) * gradient ** 3 + self.epsilon)
+            return (nd.where(gradient != 0, alpha, nd.zeros_like(alpha)) * nd.relu(gradient)).sum(axis=(2, 3),
+                                                                                                   keepdims=True)
         denominator = 2 + activation.sum(axis=(2, 3), keepdims=True) * gradient
         defined = (gradient != 0) * (nd.abs(denominator) > EPSILON)
         alpha = nd.where(defined, 1 / nd.where(defined, denominator, nd.ones_like(denominator)),
@@ -91,7 +111,7 @@ class EigenCAM(CAMMethod):
         mean = positions.mean(axis=2)
         sign = nd.sign(((projection - projection.mean(axis=1, keepdims=True)) * mean).sum(axis=1, keepdims=True))
         sign = nd.where(sign == 0, nd.ones_like(sign), sign)
-        return nd.relu(projection * sign).reshape((n, h, w))
+        return self._rectified(projection * sign).reshape((n, h, w))
 
 
 class ScoreCAM(CAMMethod):
@@ -220,7 +240,8 @@ def target_scores(output: NDArray, target: Target, classes, rows: slice, repeats
     return nd.pick(output, nd.take(classes.astype('float32'), _sample_of(rows, repeats, output.context)), axis=1)
 
 
-def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: Union[str, Sequence[str]] = 'gradcam',
+def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]],
+        method: Union[str, CAMMethod, Sequence[Union[str, CAMMethod]]] = 'gradcam',
         target: Target = None, score: str = 'logits', batch_size: int = 32) -> Union[NDArray, Dict[str, NDArray]]:
     """A CAM-family map: one forward and one backward pass, or (Eigen-, Score-, Ablation-CAM) forward passes only.
 
@@ -229,25 +250,28 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: Union[str, 
     layers : str, Block, or a sequence of them
         One layer: its raw map, N x h x w. Several: each layer's map upsampled to the input, then scaled to
         [0, 1], then averaged into one N x H x W map.
-    method : str or sequence of str
+    method : str, CAMMethod, or a sequence of them
         One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
-        ``scorecam``, ``ablationcam``; or several, which share one forward pass and one backward sweep and
+        ``scorecam``, ``ablationcam``, or a method with options (``GradCAM(relu=False)``,
+        ``GradCAMPlusPlus(epsilon=1e-6)``); or several, which share one forward pass and one backward sweep and
         come back as ``{method: map}``.
     target, score :
         As in :meth:`Explainer.backprop`.
     batch_size : int
         Rows per forward pass for Score-CAM and Ablation-CAM.
     """
-    methods = [method] if isinstance(method, str) else list(dict.fromkeys(method))
-    unknown = [name for name in methods if name not in CAM_METHODS]
+    one = isinstance(method, (str, CAMMethod))
+    methods = [method] if one else list(dict.fromkeys(method))
+    unknown = [name for name in methods if not isinstance(name, CAMMethod) and name not in CAM_METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown CAM method {unknown[0] if unknown else method!r}; valid: {', '.join(CAM_METHODS)}")
+        raise ValueError(f"unknown CAM method {unknown[0] if unknown else method!r}; valid: {', '.join(CAM_METHODS)}, "
+                         f"or a CAMMethod such as cams.GradCAMPlusPlus(epsilon=1e-6)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     single = not isinstance(layers, (list, tuple))
     layer_list: List[LayerRef] = [layers] if single else list(layers)
     x = as_batch(net, x)
-    weightings = {name: CAM_METHODS[name]() for name in methods}
+    weightings = {name: name if isinstance(name, CAMMethod) else CAM_METHODS[name]() for name in methods}
     with Explainer(net) as explainer:
         activations, gradients, scorers = _passes(explainer, x, layer_list, weightings.values(), target, score,
                                                   batch_size)
@@ -257,7 +281,7 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]], method: Union[str, 
                               scorers.get(display_name(layer))) for layer in layer_list]
             results[name] = cams[0] if single else \
                 nd.add_n(*[maps.normalize(maps.upsample(c, x.shape[2:])) for c in cams]) / len(cams)
-    return results[method] if isinstance(method, str) else results
+    return results[method] if one else results
 
 
 def _passes(explainer: Explainer, x: NDArray, layers: List[LayerRef], weightings, target: Target, score: str,

@@ -21,11 +21,13 @@ def gradient(net, x, target: Target = None, mode: str = 'normal', score: str = '
 
 
 def saliency(net, x, target: Target = None, mode: str = 'normal', modifier: modifiers.Modifier = 'absolute',
-             score: str = 'logits') -> NDArray:
+             score: str = 'logits', per_channel: bool = False) -> NDArray:
     """Saliency (Simonyan et al.; keras-vis): ``max_c modifier(dS/dx_c)``, N x H x W. The default modifier
-    ``'absolute'`` gives the classic map; ``'negate'`` shows what speaks against the target; None keeps signs."""
+    ``'absolute'`` gives the classic map; ``'negate'`` shows what speaks against the target; None keeps signs.
+    ``per_channel`` keeps every channel, N x C x H x W (captum's ``Saliency``: ``|dS/dx|``)."""
     modifiers.check(modifier)
-    return modifiers.apply(modifier, gradient(net, x, target, mode, score)).max(axis=1)
+    modified = modifiers.apply(modifier, gradient(net, x, target, mode, score))
+    return modified if per_channel else modified.max(axis=1)
 
 
 def input_x_gradient(net, x, target: Target = None, score: str = 'logits') -> NDArray:
@@ -35,26 +37,59 @@ def input_x_gradient(net, x, target: Target = None, score: str = 'logits') -> ND
 
 
 def smoothgrad(net, x, target: Target = None, noise_level: float = 0.15, samples: int = 25, mode: str = 'normal',
-               batch_size: int = 32, score: str = 'logits', seed: Optional[int] = None) -> NDArray:
+               batch_size: int = 32, score: str = 'logits', seed: Optional[int] = None, stdev: Optional[float] = None,
+               average: str = 'gradient', noise=None) -> NDArray:
     """SmoothGrad (Smilkov et al.): ``mean_k dS/dx (x + e_k)``, ``e_k ~ N(0, sigma^2)`` with
     ``sigma = noise_level * (max(x) - min(x))`` per image; N x C x H x W, signed. The target class is fixed
-    by the clean image (the predicted one by default); ``seed`` makes the noise repeatable."""
-    if samples < 1 or batch_size < 1 or noise_level < 0:
-        raise ValueError("samples and batch_size must be at least 1 and noise_level non-negative")
+    by the clean image (the predicted one by default); ``seed`` makes the noise repeatable.
+
+    Options that reproduce other libraries: ``stdev`` an absolute sigma (captum's ``stdevs``); ``average``
+    what is averaged: ``'gradient'`` (captum's ``smoothgrad``), ``'square'`` its square (``smoothgrad_sq``) or
+    ``'absolute'`` its absolute value (the paper's saliency variant); ``noise`` the noise itself, samples x C x H x W
+    (the same for every image) or N*samples x C x H x W (image-major), instead of drawn noise.
+    """
+    if samples < 1 or batch_size < 1 or noise_level < 0 or (stdev is not None and stdev < 0):
+        raise ValueError("samples and batch_size must be at least 1, noise_level and stdev non-negative")
+    if average not in AVERAGES:
+        raise ValueError(f"unknown average {average!r}; valid: {', '.join(AVERAGES)}")
     x = as_batch(net, x)
     n = x.shape[0]
-    span = (x.reshape((n, -1)).max(axis=1) - x.reshape((n, -1)).min(axis=1)).reshape((n,) + (1,) * (x.ndim - 1))
     rows = nd.repeat(x, samples, axis=0)
-    noise = np.random.default_rng(seed).standard_normal(rows.shape, dtype=np.float32)  # a local generator
-    noisy = rows + nd.array(noise, ctx=x.context, dtype=x.dtype) * nd.repeat(span * noise_level, samples, axis=0)
+    noisy = rows + _noise(x, samples, noise_level, seed, stdev, noise)
     grads = _batched_gradients(net, noisy, _row_targets(net, x, target, samples), mode, batch_size, score)
-    return grads.reshape((n, samples) + x.shape[1:]).mean(axis=1)
+    return AVERAGES[average](grads).reshape((n, samples) + x.shape[1:]).mean(axis=1)
+
+
+AVERAGES = {'gradient': lambda g: g, 'square': nd.square, 'absolute': nd.abs}
+
+
+def _noise(x: NDArray, samples: int, noise_level: float, seed: Optional[int], stdev: Optional[float],
+           noise) -> NDArray:
+    """SmoothGrad's noise for ``repeat(x, samples)``: the caller's, or Gaussian with sigma absolute or relative to
+    each image's range."""
+    n = x.shape[0]
+    shape = (n * samples,) + x.shape[1:]
+    if noise is not None:
+        noise = noise if isinstance(noise, NDArray) else nd.array(np.asarray(noise), ctx=x.context, dtype=x.dtype)
+        if noise.shape == (samples,) + x.shape[1:]:
+            noise = nd.tile(noise, (n,) + (1,) * (x.ndim - 1))
+        if noise.shape != shape:
+            raise ValueError(f"noise must have shape {(samples,) + x.shape[1:]} or {shape}, got {noise.shape}")
+        return noise.as_in_context(x.context).astype(x.dtype)
+    drawn = nd.array(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32),  # a local generator
+                     ctx=x.context, dtype=x.dtype)
+    if stdev is not None:
+        return drawn * stdev
+    flat = x.reshape((n, -1))
+    span = (flat.max(axis=1) - flat.min(axis=1)).reshape((n,) + (1,) * (x.ndim - 1))
+    return drawn * nd.repeat(span * noise_level, samples, axis=0)
 
 
 def integrated_gradients(net, x, target: Target = None, baseline=None, steps: int = 50, batch_size: int = 32,
-                         score: str = 'logits') -> Tuple[NDArray, NDArray]:
+                         score: str = 'logits', rule: str = 'midpoint') -> Tuple[NDArray, NDArray]:
     """Integrated Gradients (Sundararajan et al.): ``(x - x') * integral_0^1 dS/dx (x' + a (x - x')) da``,
-    by the midpoint rule with ``steps`` points; baseline ``x'`` black (zeros) by default.
+    with ``steps`` points; baseline ``x'`` black (zeros) by default. ``rule``: ``'midpoint'`` (captum's
+    ``riemann_middle``) or ``'gausslegendre'`` (Gauss-Legendre nodes and weights, captum's default).
 
     Returns
     -------
@@ -63,10 +98,14 @@ def integrated_gradients(net, x, target: Target = None, baseline=None, steps: in
     """
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be at least 1")
+    if rule not in IG_RULES:
+        raise ValueError(f"unknown rule {rule!r}; valid: {', '.join(IG_RULES)}")
     x = as_batch(net, x)
     n = x.shape[0]
     baseline = nd.zeros_like(x) if baseline is None else as_batch(net, baseline).broadcast_to(x.shape)
-    alphas = (nd.arange(steps, ctx=x.context, dtype=x.dtype) + 0.5) / steps
+    nodes, weights = IG_RULES[rule](steps)
+    alphas = nd.array(nodes, ctx=x.context, dtype=x.dtype)
+    weights = nd.array(weights, ctx=x.context, dtype=x.dtype).reshape((1, steps) + (1,) * (x.ndim - 1))
     delta_x = x - baseline
     path = nd.repeat(baseline, steps, axis=0) + nd.repeat(delta_x, steps, axis=0) * \
         alphas.tile(n).reshape((n * steps,) + (1,) * (x.ndim - 1))
@@ -78,9 +117,18 @@ def integrated_gradients(net, x, target: Target = None, baseline=None, steps: in
         targets = nd.repeat(classes, steps, axis=0).asnumpy()
         scores = nd.pick(ends, nd.concat(classes, classes, dim=0).astype('float32'), axis=1)
     grads = _batched_gradients(net, path, targets, 'normal', batch_size, score)
-    attributions = delta_x * grads.reshape((n, steps) + x.shape[1:]).mean(axis=1)
+    attributions = delta_x * (grads.reshape((n, steps) + x.shape[1:]) * weights).sum(axis=1)
     delta = attributions.reshape((n, -1)).sum(axis=1) - (scores[:n] - scores[n:])
     return attributions, delta
+
+
+def _gauss_legendre(steps: int):
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    return (nodes + 1) / 2, weights / 2  # from [-1, 1] to [0, 1]
+
+
+IG_RULES = {'midpoint': lambda steps: ((np.arange(steps) + 0.5) / steps, np.full(steps, 1 / steps)),
+            'gausslegendre': _gauss_legendre}
 
 
 def _row_targets(net, x: NDArray, target: Target, repeats: int):

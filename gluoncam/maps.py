@@ -1,6 +1,7 @@
 """Maps from captured activations and gradients: raw float NDArrays, N x H x W, on the arrays' context."""
 from typing import Tuple
 
+import numpy as np
 from mxnet import nd
 from mxnet.ndarray import NDArray
 
@@ -28,21 +29,30 @@ def saliency(input_gradient: NDArray) -> NDArray:
     return nd.abs(input_gradient).max(axis=1)
 
 
-def guided_grad_cam(guided_gradient: NDArray, cam: NDArray) -> NDArray:
+def guided_grad_cam(guided_gradient: NDArray, cam: NDArray, nearest: bool = False,
+                    scaled: bool = False) -> NDArray:
     """Guided Grad-CAM: the guided-backpropagation gradient times the Grad-CAM map upsampled to the input.
 
-    N x C x H x W and N x h x w -> N x C x H x W (signed).
+    N x C x H x W and N x h x w -> N x C x H x W (signed). The map is upsampled bilinearly, or by nearest
+    neighbour with ``nearest`` (captum's ``GuidedGradCam``); ``scaled`` scales it to [0, 1] after upsampling
+    (pytorch-grad-cam's example multiplies by that mask).
     """
-    return guided_gradient * upsample(cam, guided_gradient.shape[2:]).expand_dims(1)
+    mask = upsample(cam, guided_gradient.shape[2:], nearest=nearest)
+    return guided_gradient * (normalize(mask) if scaled else mask).expand_dims(1)
 
 
-def upsample(maps: NDArray, size: Tuple[int, int], align_corners: bool = False) -> NDArray:
+def upsample(maps: NDArray, size: Tuple[int, int], align_corners: bool = False, nearest: bool = False) -> NDArray:
     """Bilinear resize of N x h x w maps to N x H x W: pixel centres aligned, as OpenCV and PyTorch's
     ``interpolate`` by default; or, with ``align_corners``, corner pixels aligned, as PyTorch's
-    ``UpsamplingBilinear2d``."""
+    ``UpsamplingBilinear2d``; or, with ``nearest``, output pixel i takes input pixel ``floor(i * h / H)``, as
+    PyTorch's ``interpolate(mode='nearest')``."""
     height, width = size
     if tuple(maps.shape[1:]) == (height, width):
         return maps
+    if nearest:
+        rows, cols = (nd.array(np.minimum(np.floor(np.arange(out) * (k / out)), k - 1), ctx=maps.context)
+                      for out, k in ((height, maps.shape[1]), (width, maps.shape[2])))
+        return nd.take(nd.take(maps, rows, axis=1), cols, axis=2)
     resized = nd.contrib.BilinearResize2D(maps.expand_dims(1), height=height, width=width,
                                           align_corners=align_corners)
     return resized[:, 0]

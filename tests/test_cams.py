@@ -629,3 +629,43 @@ def test_several_methods_share_one_forward_and_one_sweep(net, x, monkeypatch):
                                    err_msg=method)
     with pytest.raises(ValueError, match="unknown CAM method 'nope'"):
         cams.cam(net, x, LAYER, ['gradcam', 'nope'])
+
+
+# ----- options that reproduce the peers' numbers
+def test_cams_before_the_final_relu_keep_their_sign(net, x):
+    """relu=False (captum's LayerGradCam default): sum_c W_c A_c, signed; its positive part is the usual map."""
+    result = Explainer(net).backprop(x, 3, [LAYER])
+    A, G = result.activations[LAYER].asnumpy(), result.gradients['normal'][LAYER].asnumpy()
+    expected = (G.mean(axis=(2, 3), keepdims=True) * A).sum(axis=1)
+    signed = cams.cam(net, x, LAYER, cams.GradCAM(relu=False), target=3).asnumpy()
+    np.testing.assert_allclose(signed, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert signed.min() < 0 < signed.max()
+    np.testing.assert_allclose(np.maximum(signed, 0), cams.cam(net, x, LAYER, 'gradcam', target=3).asnumpy(),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_gradcam_plus_plus_with_pytorch_grad_cams_epsilon():
+    """alpha = G^2 / (2 G^2 + sum A * G^3 + eps), 0 where G = 0; W = sum relu(G) * alpha (pytorch-grad-cam)."""
+    rng = np.random.RandomState(0)
+    A = np.abs(rng.randn(2, 3, 4, 5)).astype(np.float32)
+    G = (rng.randn(2, 3, 4, 5) * 1e-3).astype(np.float32)
+    G[0, 0, 0, :2] = 0
+    eps = 1e-6
+    g2, g3 = G.astype(np.float64) ** 2, G.astype(np.float64) ** 3
+    alpha = np.where(G != 0, g2 / (2 * g2 + A.sum(axis=(2, 3), keepdims=True) * g3 + eps), 0)
+    weights = (np.maximum(G, 0) * alpha).sum(axis=(2, 3), keepdims=True)
+    expected = np.maximum((weights * A).sum(axis=1), 0)
+    got = cams.GradCAMPlusPlus(epsilon=eps)(nd.array(A), nd.array(G), None).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.max())
+    exact = cams.GradCAMPlusPlus()(nd.array(A), nd.array(G), None).asnumpy()
+    assert np.abs(exact - got).max() > 1e-2 * expected.max()  # with gradients this small, epsilon matters
+
+
+def test_cam_takes_methods_with_options_beside_names(net, x):
+    signed = cams.GradCAM(relu=False)
+    both = cams.cam(net, x, LAYER, ['gradcam', signed])
+    assert set(both) == {'gradcam', signed}
+    np.testing.assert_allclose(both['gradcam'].asnumpy(), np.maximum(both[signed].asnumpy(), 0), rtol=1e-5,
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="unknown CAM method 'grad-cam'.*CAMMethod"):
+        cams.cam(net, x, LAYER, 'grad-cam')

@@ -388,3 +388,50 @@ def test_smoothgrad_and_integrated_gradients_on_flat_inputs():
     np.testing.assert_allclose(G.smoothgrad(net, x, [0, 1], samples=3, seed=0).asnumpy(), w, rtol=1e-5)
     attributions, delta = G.integrated_gradients(net, x, [0, 1], steps=4)
     np.testing.assert_allclose(attributions.asnumpy(), x.asnumpy() * w, rtol=1e-5, atol=1e-6)
+
+
+def test_integrated_gradients_gauss_legendre_rule():
+    """captum's default: nodes (t_k + 1) / 2 and weights w_k / 2 of the Gauss-Legendre rule on [-1, 1]."""
+    net, x = small_net(), batch(2)
+    steps = 5
+    attributions, delta = G.integrated_gradients(net, x, [1, 3], steps=steps, rule='gausslegendre')
+    xs = x.asnumpy()
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    grads = [G.gradient(net, nd.array(xs * ((t + 1) / 2)), [1, 3]).asnumpy() for t in nodes]
+    expected = xs * sum(w / 2 * g for w, g in zip(weights, grads))
+    np.testing.assert_allclose(attributions.asnumpy(), expected, rtol=1e-5, atol=1e-7)
+    gap = scores(net, xs, [1, 3]) - scores(net, np.zeros_like(xs), [1, 3])
+    np.testing.assert_allclose(delta.asnumpy(), expected.reshape((2, -1)).sum(axis=1) - gap, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown rule 'simpson'; valid: midpoint, gausslegendre"):
+        G.integrated_gradients(net, x, rule='simpson')
+
+
+def test_saliency_per_channel_keeps_the_channels():
+    net, x = small_net(), batch(3)
+    g = G.gradient(net, x, CLASSES).asnumpy()
+    got = G.saliency(net, x, CLASSES, per_channel=True).asnumpy()
+    np.testing.assert_allclose(got, np.abs(g), rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize('average, of', [('gradient', lambda g: g), ('square', np.square), ('absolute', np.abs)])
+def test_smoothgrad_with_given_noise_averages_what_it_is_asked_to(average, of):
+    """The caller's noise (one set for every image), and the mean of g, g^2 or |g| over the noisy copies."""
+    net, x = small_net(), batch(2)
+    noise = np.random.RandomState(4).randn(3, 3, 12, 10).astype(np.float32) * 0.5
+    got = G.smoothgrad(net, x, [1, 3], samples=3, noise=noise, average=average).asnumpy()
+    xs = x.asnumpy()
+    expected = [np.mean([of(G.gradient(net, nd.array(xs[i:i + 1] + e[None]), [c]).asnumpy()[0]) for e in noise],
+                        axis=0) for i, c in enumerate([1, 3])]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_absolute_sigma_is_the_drawn_noise_times_stdev():
+    net, x = small_net(), batch(2)
+    drawn = np.random.default_rng(9).standard_normal((2 * 4, 3, 12, 10), dtype=np.float32)
+    got = G.smoothgrad(net, x, [1, 3], samples=4, seed=9, stdev=0.3).asnumpy()
+    expected = G.smoothgrad(net, x, [1, 3], samples=4, noise=drawn * np.float32(0.3)).asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match=r"noise must have shape \(4, 3, 12, 10\) or \(8, 3, 12, 10\)"):
+        G.smoothgrad(net, x, samples=4, noise=drawn[:3])
+    with pytest.raises(ValueError, match="unknown average 'median'; valid: gradient, square, absolute"):
+        G.smoothgrad(net, x, average='median')

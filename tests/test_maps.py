@@ -160,3 +160,23 @@ def test_visualize_is_the_function_and_the_module():
     net = small_net()
     heatmap, _, _ = gluoncam.visualize(net, batch(1), np.zeros((12, 10, 3), np.uint8), '4')
     assert heatmap.shape == (12, 10, 3)
+
+
+def test_nearest_upsampling_takes_pixel_floor_of_i_h_over_H():
+    m = np.arange(12, dtype=np.float32).reshape(3, 4)
+    got = maps.upsample(nd.array(m[None]), (7, 9), nearest=True).asnumpy()[0]
+    rows, cols = np.floor(np.arange(7) * 3 / 7).astype(int), np.floor(np.arange(9) * 4 / 9).astype(int)
+    np.testing.assert_array_equal(got, m[rows][:, cols])
+
+
+def test_guided_grad_cam_options_follow_captum_and_pytorch_grad_cam():
+    rng = np.random.RandomState(0)
+    guided = nd.array(rng.randn(1, 3, 6, 6).astype(np.float32))
+    cam = nd.array(rng.rand(1, 3, 3).astype(np.float32) + 1)
+    nearest = maps.guided_grad_cam(guided, cam, nearest=True).asnumpy()  # captum: nearest, unscaled
+    np.testing.assert_allclose(nearest, guided.asnumpy() * np.repeat(np.repeat(cam.asnumpy(), 2, 1), 2, 2)[:, None],
+                               rtol=1e-6)
+    scaled = maps.guided_grad_cam(guided, cam, scaled=True).asnumpy()  # pytorch-grad-cam: a [0, 1] mask
+    mask = cv2.resize(cam.asnumpy()[0], (6, 6), interpolation=cv2.INTER_LINEAR)
+    mask = (mask - mask.min()) / (mask.max() - mask.min())
+    np.testing.assert_allclose(scaled, guided.asnumpy() * mask[None, None], rtol=1e-5, atol=1e-6)
