@@ -5,6 +5,7 @@ gradient G is that of the target score S at the layer's output. Formulas follow 
 """
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 from mxnet import nd
 from mxnet.ndarray import NDArray
 
@@ -114,6 +115,39 @@ class EigenCAM(CAMMethod):
         return self._rectified(projection * sign).reshape((n, h, w))
 
 
+class EigenGradCAM(EigenCAM):
+    """Eigen-Grad-CAM (pytorch-grad-cam): Eigen-CAM of ``G * A``, the activations weighted by their gradient, so
+    that the principal component depends on the class."""
+    needs_gradient = True
+
+    def __call__(self, activation, gradient, scorer):
+        return super().__call__(activation * gradient, None, scorer)
+
+
+class GradCAMElementWise(CAMMethod):
+    """Grad-CAM element-wise (pytorch-grad-cam's GradCAMElementWise): ``L = relu(sum_c relu(G_c * A_c))``, each
+    element's contribution rectified before the sum."""
+
+    def __call__(self, activation, gradient, scorer):
+        maps._check_4d(activation)
+        return self._rectified(nd.relu(gradient * activation).sum(axis=1))
+
+
+class RandomCAM(CAMMethod):
+    """Random-CAM (pytorch-grad-cam): ``W_c`` uniform in [-1, 1], drawn per sample and channel; no gradient. The
+    floor that a method's faithfulness should beat. ``seed`` makes the draw repeatable (None: fresh each call)."""
+    needs_gradient = False
+
+    def __init__(self, seed: Optional[int] = 0, relu: bool = True):
+        super().__init__(relu)
+        self.seed = seed
+
+    def weights(self, activation, gradient, scorer):
+        n, c = activation.shape[:2]
+        drawn = np.random.default_rng(self.seed).uniform(-1, 1, (n, c))
+        return nd.array(drawn, ctx=activation.context, dtype=activation.dtype).reshape((n, c, 1, 1))
+
+
 class ScoreCAM(CAMMethod):
     """Score-CAM (Wang et al. 2020), as pytorch-grad-cam: each channel, upsampled to the input (bilinear, corners
     aligned, as its ``UpsamplingBilinear2d``) and scaled to [0, 1], masks the input; ``s_c = S(x * mask_c)`` and
@@ -161,6 +195,7 @@ def _channels_as_maps(activation: NDArray) -> NDArray:
 CAM_METHODS: Dict[str, Callable[[], CAMMethod]] = {
     'gradcam': GradCAM, 'gradcam++': GradCAMPlusPlus, 'xgradcam': XGradCAM, 'hirescam': HiResCAM,
     'layercam': LayerCAM, 'eigencam': EigenCAM, 'scorecam': ScoreCAM, 'ablationcam': AblationCAM,
+    'eigengradcam': EigenGradCAM, 'gradcamelementwise': GradCAMElementWise, 'randomcam': RandomCAM,
 }
 
 
@@ -252,7 +287,7 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]],
         [0, 1], then averaged into one N x H x W map.
     method : str, CAMMethod, or a sequence of them
         One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
-        ``scorecam``, ``ablationcam``, or a method with options (``GradCAM(relu=False)``,
+        ``scorecam``, ``ablationcam``, ``eigengradcam``, ``gradcamelementwise``, ``randomcam``, or a method with options (``GradCAM(relu=False)``,
         ``GradCAMPlusPlus(epsilon=1e-6)``); or several, which share one forward pass and one backward sweep and
         come back as ``{method: map}``.
     target, score :

@@ -212,6 +212,9 @@ class Recording:
         self.block, self.graph, self.params, self.layers = block, graph, params, layers
         self.bounds, self.has_logits, self.train_mode = bounds, has_logits, train_mode
         self.checked = False
+        # one thread at a time: a hybridized block builds its cached op on first use, and its static memory is
+        # shared by the calls that run it
+        self.lock = threading.RLock()
         self._shapes: Dict[tuple, tuple] = {}
         # Arrays passed to the graph, kept between calls: per thread, since recording marks an input array (in
         # MXNet's autograd) and two threads' recordings must not mark the same array.

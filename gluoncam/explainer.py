@@ -231,17 +231,18 @@ def _compiled_backprop(recording: compiled.Recording, x: NDArray, targets: Seque
                        names: List[str]) -> List[Backprop]:
     """:meth:`Explainer.backprop_each` in normal mode, by a compiled recording."""
     x = as_leaf(x.detach())
-    with autograd.record(train_mode=False):
-        output, scored, activations, probes = recording.forward(x)
-        heads = [score_head(scored, target) for target in targets]
-    activations = {name: activation.detach() for name, activation in zip(names, activations)}
-    results, inference_output = [], output.detach()
-    for k, (head, head_grad, classes) in enumerate(heads):
-        last = k == len(heads) - 1
-        autograd.backward([head], [head_grad], retain_graph=not last, train_mode=recording.train_mode)
-        kept = (lambda grad: grad) if last else (lambda grad: grad.copy())  # the next backward writes there
-        gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
-        results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
+    with recording.lock:
+        with autograd.record(train_mode=False):
+            output, scored, activations, probes = recording.forward(x)
+            heads = [score_head(scored, target) for target in targets]
+        activations = {name: activation.detach() for name, activation in zip(names, activations)}
+        results, inference_output = [], output.detach()
+        for k, (head, head_grad, classes) in enumerate(heads):
+            last = k == len(heads) - 1
+            autograd.backward([head], [head_grad], retain_graph=not last, train_mode=recording.train_mode)
+            kept = (lambda grad: grad) if last else (lambda grad: grad.copy())  # the next backward writes there
+            gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
+            results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
     return results
 
 

@@ -62,7 +62,8 @@ def visualize(net, preprocessed_img, orig_img, conv_layer_name: LayerRef, class_
 
 # how each method's raw map is drawn: over the image (CAMs), as a signed gradient image, or in gray
 RENDERING = {**{name: 'heatmap' for name in ('gradcam', 'gradcam++', 'xgradcam', 'hirescam', 'layercam', 'eigencam',
-                                             'scorecam', 'ablationcam')},
+                                             'scorecam', 'ablationcam', 'eigengradcam', 'gradcamelementwise',
+                                             'randomcam')},
              'guided-gradcam': 'gradient', 'guided-backprop': 'gradient', 'deconv': 'gradient',
              'saliency': 'gray', 'input-x-gradient': 'gray', 'smoothgrad': 'gray', 'integrated-gradients': 'gray'}
 

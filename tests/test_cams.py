@@ -669,3 +669,41 @@ def test_cam_takes_methods_with_options_beside_names(net, x):
                                atol=1e-7)
     with pytest.raises(ValueError, match="unknown CAM method 'grad-cam'.*CAMMethod"):
         cams.cam(net, x, LAYER, 'grad-cam')
+
+
+# ----- more of pytorch-grad-cam's CAMs
+def random_maps(seed=0):
+    rng = np.random.RandomState(seed)
+    A = np.abs(rng.randn(2, 4, 5, 6)).astype(np.float32)
+    G = rng.randn(2, 4, 5, 6).astype(np.float32)
+    return A, G
+
+
+def test_eigen_grad_cam_is_the_first_component_of_gradient_times_activation():
+    A, G = random_maps()
+    got = cams.EigenGradCAM()(nd.array(A), nd.array(G), None).asnumpy()
+    for i in range(2):
+        values = (A[i] * G[i]).reshape(4, -1).T.astype(np.float64)  # positions x channels
+        centred = values - values.mean(axis=0)
+        projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        projection *= np.sign(((projection - projection.mean()) * values.mean(axis=1)).sum())
+        np.testing.assert_allclose(got[i], np.maximum(projection, 0).reshape(5, 6), rtol=1e-4,
+                                   atol=1e-5 * np.abs(projection).max())
+
+
+def test_grad_cam_elementwise_rectifies_each_element_before_the_sum():
+    A, G = random_maps(1)
+    got = cams.GradCAMElementWise()(nd.array(A), nd.array(G), None).asnumpy()
+    np.testing.assert_allclose(got, np.maximum(G * A, 0).sum(axis=1), rtol=1e-6)
+    assert not np.allclose(got, np.maximum((G * A).sum(axis=1), 0))
+
+
+def test_random_cam_draws_uniform_weights_per_sample_and_channel(net, x):
+    A, _ = random_maps(2)
+    weights = np.random.default_rng(5).uniform(-1, 1, (2, 4))
+    got = cams.RandomCAM(seed=5, relu=False)(nd.array(A), None, None).asnumpy()
+    np.testing.assert_allclose(got, (weights[:, :, None, None] * A).sum(axis=1), rtol=1e-5, atol=1e-6)
+    first, again = (cams.cam(net, x, LAYER, 'randomcam').asnumpy() for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    other = cams.cam(net, x, LAYER, cams.RandomCAM(seed=1)).asnumpy()
+    assert not np.array_equal(first, other)
