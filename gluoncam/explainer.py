@@ -7,6 +7,7 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mxnet import autograd
+from mxnet.base import MXNetError
 from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
@@ -125,7 +126,11 @@ class Explainer:
             recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) else None
             if recording is None:
                 return self._recorded(x, targets, blocks, modes, score)
-            results = _compiled_backprop(recording, x, targets, list(blocks))
+            try:
+                results = _compiled_backprop(recording, x, targets, list(blocks))
+            except MXNetError:  # a graph MXNet cannot run for this input: the imperative recording can
+                _Recordings.reject(self.net, captured, score)
+                return self._recorded(x, targets, blocks, modes, score)
             if not recording.checked:
                 expected = self._recorded(x, targets, blocks, modes, score)
                 if not all(map(_same, results, expected)):
@@ -212,7 +217,7 @@ class _Recordings:
             if entry is None:
                 entries[key] = cls.SEEN
             elif entry is cls.SEEN:
-                entry = entries[key] = compiled.recording(net, layers, score) or cls.NEVER
+                entry = entries[key] = _built(net, layers, score) or cls.NEVER
             entries.move_to_end(key)
             built = [k for k, e in entries.items() if isinstance(e, compiled.Recording)]
             for old in built[:-cls.KEPT]:
@@ -225,6 +230,13 @@ class _Recordings:
     def reject(cls, net: Block, layers: tuple, score: str) -> None:
         with cls._lock:
             cls._by_net.setdefault(net, OrderedDict())[(tuple(map(id, layers)), score)] = cls.NEVER
+
+
+def _built(net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
+    try:
+        return compiled.recording(net, layers, score)
+    except MXNetError:  # a traced graph MXNet refuses to build: the network runs imperatively
+        return None
 
 
 def _compiled_backprop(recording: compiled.Recording, x: NDArray, targets: Sequence[Target],

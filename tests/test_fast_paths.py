@@ -348,3 +348,18 @@ def test_no_memory_growth_over_many_compiled_calls():
     growth = rss_mb() - start
     print(f"RSS growth over 2000 compiled calls: {growth:.1f} MB")
     assert growth < 20
+
+
+def test_a_graph_mxnet_cannot_run_falls_back_to_the_imperative_recording(monkeypatch):
+    from mxnet.base import MXNetError
+    net, x = small_net(), batch()
+    with no_compiled_recordings():
+        expected = gluoncam.Explainer(net).backprop_each(x, [None], ['4'])
+
+    def refuse(self, x):
+        raise MXNetError("shape inference failed")
+
+    monkeypatch.setattr(compiled.Recording, 'forward', refuse)
+    for _ in range(3):
+        assert_same_backprops(gluoncam.Explainer(net).backprop_each(x, [None], ['4']), expected, rtol=1e-6)
+    assert recordings_of(net) == [explainer_module._Recordings.NEVER]
