@@ -288,8 +288,8 @@ def cam(net, x, layers: Union[LayerRef, Sequence[LayerRef]],
     method : str, CAMMethod, or a sequence of them
         One of ``gradcam``, ``gradcam++``, ``xgradcam``, ``hirescam``, ``layercam``, ``eigencam``,
         ``scorecam``, ``ablationcam``, ``eigengradcam``, ``gradcamelementwise``, ``randomcam``, or a method
-        with options (``GradCAM(relu=False)``, ``GradCAMPlusPlus(epsilon=1e-6)``); or several, which share one forward pass and one backward sweep and
-        come back as ``{method: map}``.
+        with options (``GradCAM(relu=False)``, ``GradCAMPlusPlus(epsilon=1e-6)``); or several, which share one
+        forward pass and one backward sweep and come back as ``{method: map}``.
     target, score :
         As in :meth:`Explainer.backprop`.
     batch_size : int
