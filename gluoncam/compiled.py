@@ -212,16 +212,17 @@ class Recording:
         self.block, self.graph, self.params, self.layers = block, graph, params, layers
         self.bounds, self.has_logits, self.train_mode = bounds, has_logits, train_mode
         self.checked = False
-        # one thread at a time: a hybridized block builds its cached op on first use, and its static memory is
-        # shared by the calls that run it
+        # One thread at a time, holding it from forward to the last backward: a hybridized block builds its cached
+        # op on first use, its static memory is shared by the calls, and recording marks the input arrays kept
+        # below (in MXNet's autograd), which two recordings at once must not do.
         self.lock = threading.RLock()
         self._shapes: Dict[tuple, tuple] = {}
-        # Arrays passed to the graph, kept between calls: per thread, since recording marks an input array (in
-        # MXNet's autograd) and two threads' recordings must not mark the same array.
-        self._local = threading.local()
+        self._detached: Dict[mx.Context, tuple] = {}
+        self._bound_arrays: Dict[tuple, List[NDArray]] = {}
 
     def forward(self, x: NDArray):
-        """Run the graph on ``x`` (a leaf), while recording: (output, scored output, activations, probes)."""
+        """Run the graph on ``x`` (a leaf), while recording and holding ``lock``: (output, scored output,
+        activations, probes)."""
         probe_shapes, bound_shapes = self._input_shapes(x.shape)
         probes = [as_leaf(nd.zeros(shape, ctx=x.context, dtype=x.dtype)) for shape in probe_shapes]
         params = self._detached_params(x.context)
@@ -234,10 +235,9 @@ class Recording:
     def _detached_params(self, ctx) -> List[NDArray]:
         """The parameters' arrays, detached (sharing memory); detached again once a parameter's arrays change."""
         sources = [param._data for param in self.params]
-        detached = self._local.__dict__.setdefault('detached', {})
-        cached = detached.get(ctx)
+        cached = self._detached.get(ctx)
         if cached is None or any(a is not b for a, b in zip(cached[0], sources)):
-            cached = detached[ctx] = (sources, [param.data(ctx).detach() for param in self.params])
+            cached = self._detached[ctx] = (sources, [param.data(ctx).detach() for param in self.params])
         return cached[1]
 
     def _input_shapes(self, shape: tuple):
@@ -250,10 +250,10 @@ class Recording:
 
     def _bounds_for(self, x: NDArray, shapes) -> List[NDArray]:
         key = (x.shape, x.context, x.dtype)
-        arrays = self._local.__dict__.get('bounds', {}).get(key)
+        arrays = self._bound_arrays.get(key)
         if arrays is None:  # kept for the latest input shape only
             arrays = [nd.full(shape, upper, ctx=x.context, dtype=x.dtype) for shape, upper in zip(shapes, self.bounds)]
-            self._local.bounds = {key: arrays}
+            self._bound_arrays = {key: arrays}
         return arrays
 
 
