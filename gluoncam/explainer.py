@@ -4,7 +4,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from mxnet import autograd
 from mxnet.base import MXNetError
@@ -87,7 +87,7 @@ class Explainer:
         _Preparation.release(self.net)
 
     def backprop(self, x, target: Target = None, layers: Sequence[LayerRef] = (),
-                 modes: Sequence[str] = ('normal',), score: str = 'logits') -> Backprop:
+                 modes: Sequence[str] = ('normal',), score: str = 'logits', replace=None) -> Backprop:
         """Record one forward pass of ``x`` and back-propagate the target score once per mode.
 
         Parameters
@@ -105,11 +105,15 @@ class Explainer:
             What the target scores where the network ends in a softmax: ``'logits'`` (default) its input, as
             keras-vis's linear swap does (a saturated softmax has vanishing gradients), or ``'output'`` the
             probabilities themselves. Networks without a final softmax are scored on their output either way.
+        replace : dict, optional
+            Maps a layer to a function applied to its output before the rest of the network sees it, as in
+            :meth:`forward`; a captured layer's activation and gradient are those of the replaced output (layer
+            Integrated Gradients). Such calls always run imperatively.
         """
-        return self.backprop_each(x, [target], layers, modes, score)[0]
+        return self.backprop_each(x, [target], layers, modes, score, replace)[0]
 
     def backprop_each(self, x, targets: Sequence[Target], layers: Sequence[LayerRef] = (),
-                      modes: Sequence[str] = ('normal',), score: str = 'logits') -> List[Backprop]:
+                      modes: Sequence[str] = ('normal',), score: str = 'logits', replace=None) -> List[Backprop]:
         """:meth:`backprop` for several targets from one recorded forward pass: one :class:`Backprop` per target,
         each with its own sweeps (the output and activations are shared). Several classes, or every detected box
         of a detector (:class:`gluoncam.targets.DetectionScore`), cost one forward pass."""
@@ -121,11 +125,13 @@ class Explainer:
                 raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
+        replacements = {id(resolve(self.net, layer)): fn for layer, fn in (replace or {}).items()}
         with self:
             captured = tuple(blocks.values())
-            recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) else None
+            recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) and not replacements \
+                else None
             if recording is None:
-                return self._recorded(x, targets, blocks, modes, score)
+                return self._recorded(x, targets, blocks, modes, score, replacements)
             try:
                 results = _compiled_backprop(recording, x, targets, list(blocks))
             except MXNetError:  # a graph MXNet cannot run for this input: the imperative recording can
@@ -140,9 +146,9 @@ class Explainer:
         return results
 
     def _recorded(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
-                  score: str) -> List[Backprop]:
+                  score: str, replacements: Optional[Dict[int, Callable]] = None) -> List[Backprop]:
         """:meth:`backprop_each` by an imperative recording, cut for the modes' rules (see ``session.py``)."""
-        with self, Session(blocks.values(), relu_cuts=relu_cuts_for(modes)) as session:
+        with self, Session(blocks.values(), replacements, relu_cuts=relu_cuts_for(modes)) as session:
             with autograd.record(train_mode=False):
                 output = self.net(session.make_input(x))
                 scored = _scored(session, output, score)

@@ -3,7 +3,7 @@
 Every function returns NDArrays on the input's context and computes no parameter gradient. Noisy and path
 methods run their samples in batches of ``batch_size`` rows.
 """
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 from mxnet import nd
@@ -83,6 +83,68 @@ def _noise(x: NDArray, samples: int, noise_level: float, seed: Optional[int], st
     flat = x.reshape((n, -1))
     span = (flat.max(axis=1) - flat.min(axis=1)).reshape((n,) + (1,) * (x.ndim - 1))
     return drawn * nd.repeat(span * noise_level, samples, axis=0)
+
+
+def noise_tunnel(method: Callable, net, x, target: Target = None, kind: str = 'smoothgrad', samples: int = 25,
+                 stdev: Optional[float] = None, noise_level: float = 0.15, batch_size: int = 32,
+                 seed: Optional[int] = None, score: str = 'logits', noise=None, **method_options) -> NDArray:
+    """The noise tunnel over any attribution method (captum's ``NoiseTunnel``; Smilkov et al. 2017 for
+    SmoothGrad, Adebayo et al. 2018 for VarGrad): ``method`` on ``samples`` noisy copies ``x + e_k`` of each
+    image, ``e_k ~ N(0, sigma^2)``, aggregated per image by ``kind``:
+
+    ``'smoothgrad'`` ``mean_k a_k``; ``'smoothgrad_sq'`` ``mean_k a_k^2``; ``'vargrad'`` ``mean_k a_k^2 -
+    (mean_k a_k)^2`` (the variance over the samples, as captum).
+
+    Parameters
+    ----------
+    method : callable
+        ``method(net, rows, target=..., score=..., **method_options)`` returning attributions for the rows (or a
+        pair (attributions, delta), the delta dropped): ``gradient``, ``saliency``, ``input_x_gradient``,
+        ``integrated_gradients``, a layer attribution with its layer given in ``method_options``, or any other.
+    target, score :
+        As in :meth:`gluoncam.Explainer.backprop`; the classes are fixed by the clean images (the predicted ones
+        by default) and passed to ``method`` per noisy row; a target function is passed as it is.
+    samples, stdev, noise_level, seed, noise :
+        The noise, as in :func:`smoothgrad`: sigma ``stdev`` (absolute, captum's ``stdevs``), else
+        ``noise_level * (max(x) - min(x))`` per image; ``seed`` makes it repeatable; ``noise`` gives it.
+    batch_size : int
+        Noisy rows per call of ``method`` (image-major: the rows of image 0 first).
+
+    Returns
+    -------
+    NDArray
+        N x the method's per-sample shape; signed for ``'smoothgrad'``, non-negative otherwise. Cost: the
+        method's cost on N x samples rows, plus one forward pass for the classes.
+    """
+    if not callable(method):
+        raise ValueError(f"method must be a function such as gradients.saliency, got {type(method).__name__}")
+    if kind not in TUNNEL_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(TUNNEL_KINDS)}")
+    if samples < 1 or batch_size < 1 or noise_level < 0 or (stdev is not None and stdev < 0):
+        raise ValueError("samples and batch_size must be at least 1, noise_level and stdev non-negative")
+    x = as_batch(net, x)
+    n = x.shape[0]
+    drawn = _noise(x, samples, noise_level, seed, stdev, noise)
+    targets = _row_targets(net, x, target, samples)
+    maps = []
+    with Explainer(net):  # the network stays prepared across the method's calls
+        for start in range(0, n * samples, batch_size):
+            rows = slice(start, min(start + batch_size, n * samples))
+            images = nd.floor(nd.arange(rows.start, rows.stop, ctx=x.context) / samples)
+            chunk_target = targets if callable(targets) else targets[rows]
+            result = method(net, nd.take(x, images) + drawn[rows], target=chunk_target, score=score,
+                            **method_options)
+            maps.append(result[0] if isinstance(result, tuple) else result)
+    maps = nd.concat(*maps, dim=0)
+    return TUNNEL_KINDS[kind](maps.reshape((n, samples) + maps.shape[1:]))
+
+
+def _variance(maps: NDArray) -> NDArray:
+    return nd.square(maps - maps.mean(axis=1, keepdims=True)).mean(axis=1)
+
+
+TUNNEL_KINDS = {'smoothgrad': lambda maps: maps.mean(axis=1),
+                'smoothgrad_sq': lambda maps: nd.square(maps).mean(axis=1), 'vargrad': _variance}
 
 
 def integrated_gradients(net, x, target: Target = None, baseline=None, steps: int = 50, batch_size: int = 32,
