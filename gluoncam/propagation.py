@@ -415,8 +415,11 @@ class Rule:
         raise NotImplementedError
 
     def _share(self, z: NDArray, t: NDArray) -> NDArray:
+        """``z / stab(t)``; 0 where ``stab(t)`` is 0 (epsilon 0 and an output of 0: nothing to pass on)."""
         with autograd.pause():
-            return z / (t + self.epsilon * nd.where(t >= 0, nd.ones_like(t), -nd.ones_like(t)))
+            stabilized = t + self.epsilon * nd.where(t >= 0, nd.ones_like(t), -nd.ones_like(t))
+            vanishing = stabilized == 0
+            return nd.where(vanishing, nd.zeros_like(t), z / nd.where(vanishing, nd.ones_like(t), stabilized))
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in vars(self).items())})"

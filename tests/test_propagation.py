@@ -324,6 +324,23 @@ def test_lrp_epsilon_is_input_times_gradient_on_bias_free_relu_nets(pool):
     np.testing.assert_allclose(P.lrp(net, x, CLASSES).asnumpy(), expected, rtol=1e-4, atol=1e-6)
 
 
+def test_lrp_0_passes_nothing_through_a_zero_output_and_is_input_times_gradient_with_biases():
+    """Epsilon 0 (LRP-0): a unit whose output is exactly 0 passes no relevance (not 0 / 0); elsewhere the relevance
+    is input x gradient, biases or not, since every ReLU that passes a gradient has z / (z + 0) = 1."""
+    net, x = conv_net('max', bias=True), batch(3)
+    first = net[0]
+    weight = first.weight.data()
+    weight[0] = 0  # channel 0 of the first convolution: z = its bias; 0 with the bias zeroed
+    first.weight.set_data(weight)
+    bias = first.bias.data()
+    bias[0] = 0
+    first.bias.set_data(bias)
+    lrp_0 = {kind: P.Epsilon(0) for kind in ('conv', 'dense', 'pooling')}
+    relevance = P.lrp(net, x, CLASSES, rules=lrp_0).asnumpy()
+    assert np.isfinite(relevance).all()
+    np.testing.assert_allclose(relevance, G.input_x_gradient(net, x, CLASSES).asnumpy(), rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize('rules', [None, {'conv': 'gamma', 'dense': 'gamma'}, {'conv': 'z+', 'dense': 'z+'},
                                    {'conv': 'alpha_beta', 'dense': 'epsilon'}, {'conv': P.Gamma(2.0)}], ids=str)
 @pytest.mark.parametrize('pool', ['avg', 'max'])

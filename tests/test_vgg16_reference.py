@@ -242,7 +242,7 @@ def run(tmp_path_factory):
     timings['fixture_s'] = time.time() - start
     print(f"\ntimings: {timings}\nreference: {info}")
     return {'pinning': pinning, 'calls': calls, 'ref': ref, 'info': info, 'normal': normal,
-            'compiled_used': compiled_used}
+            'compiled_used': compiled_used, 'net': net, 'x': x}
 
 
 def compare(name, actual, expected, rel=1e-4, rtol=1e-3):
@@ -339,3 +339,31 @@ def test_the_compiled_normal_recording_matches_the_reference(run):
         compare(f'{LAYER} gradient (normal, compiled)', call.gradients['normal'][LAYER].asnumpy(),
                 run['ref']['normal_layer'])
         compare('output (compiled)', call.output.asnumpy(), run['ref']['output'])
+
+
+def test_lrp_epsilon_is_input_x_gradient_of_the_reference(run):
+    """LRP's epsilon rule rescales each layer's gradient by z / (z + epsilon), 1 with epsilon 0 (LRP-0) wherever a
+    ReLU passes it: on VGG-16 (ReLUs, max pooling, biases) the relevance is x times the reference's gradient. The
+    default epsilon 1e-9 moves it by about 5e-4 of its range here (random weights, small pre-activations)."""
+    lrp_0 = {kind: gluoncam.propagation.Epsilon(0) for kind in ('conv', 'dense', 'pooling')}
+    relevance = gluoncam.propagation.lrp(run['net'], run['x'], TARGETS, rules=lrp_0)
+    compare('LRP-0', relevance.asnumpy(), run['x'].asnumpy() * run['ref']['normal'])
+    default = gluoncam.propagation.lrp(run['net'], run['x'], TARGETS)
+    compare('LRP epsilon 1e-9', default.asnumpy(), run['x'].asnumpy() * run['ref']['normal'], rel=2e-3)
+
+
+def test_deeplift_is_complete_on_vgg16(run):
+    """DeepLIFT's attributions add up to S(x) - S(baseline) through 13 convolutions, 5 max pools and 15 ReLUs."""
+    net, x = run['net'], run['x']
+    attributions, delta = gluoncam.propagation.deeplift(net, x, TARGETS)
+    output = net(nd.concat(x, nd.zeros_like(x), dim=0)).asnumpy()
+    gap = output[[0, 1], TARGETS] - output[[2, 3], TARGETS]
+    np.testing.assert_allclose(attributions.asnumpy().reshape(2, -1).sum(axis=1), gap, rtol=1e-3,
+                               atol=1e-3 * np.abs(gap).max())
+    assert np.abs(delta.asnumpy()).max() <= 1e-3 * np.abs(gap).max()
+
+
+def test_layer_gradient_x_activation_matches_the_reference(run):
+    attribution = gluoncam.layer_attribution.layer_gradient_x_activation(run['net'], run['x'], LAYER, TARGETS)
+    expected = run['pinning'].activations[LAYER].asnumpy() * run['ref']['normal_layer']
+    compare(f'{LAYER} gradient x activation', attribution.asnumpy(), expected)
