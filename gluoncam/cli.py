@@ -12,14 +12,14 @@ import numpy as np
 from mxnet import nd
 from mxnet.gluon import Block
 
-from . import cams, detection, drawing, gradients, maps, models, targets, zoo
+from . import cams, detection, drawing, maps, methods as catalog, models, targets, zoo
 from .explainer import Explainer
 from .images import find_images, preprocess, read_rgb
 from .layers import named_blocks
-from .visualize import RENDERING, overlay, render
+from .visualize import overlay, render
 
 CLASSIC = ('gradcam', 'guided-gradcam', 'saliency')  # one forward pass serves all three
-METHODS = tuple(RENDERING)
+METHODS = tuple(catalog.METHODS)
 OUTPUTS = {'detect': 'detections (class ids, scores, boxes)', 'segment': 'class scores per pixel (N, classes, H, W)',
            'pose': 'keypoint heatmaps (N, keypoints, h, w)'}
 TASK_OPTIONS = {'keypoint': ('pose',), 'min_score': ('detect',), 'class_id': ('classify', 'detect', 'segment')}
@@ -173,11 +173,11 @@ def explain_classes(explainer: Explainer, job: Job, images: Dict[str, np.ndarray
     names = _names_for(job.names, probabilities.shape[1])
     raw = method_maps(result, x, layer, methods)
     target = result.classes if job.target is None else job.target
-    scored = [m for m in methods if m in cams.CAM_METHODS and m not in raw]
-    if scored:  # Score-CAM and Ablation-CAM: one shared call
+    scored = [m for m in methods if m in cams.CAM_METHODS and m not in raw and catalog.METHODS[m].uses_layer]
+    if scored:  # CAMs with passes of their own (Score-CAM, Ablation-CAM, Shapley-CAM, ...): one shared call
         raw.update({method: values.asnumpy() for method, values in
                     cams.cam(job.net, x, layer, scored, target, batch_size=args.batch_size).items()})
-    raw.update({method: other_map(job.net, x, target, method, args.batch_size).asnumpy()
+    raw.update({method: catalog.make(method, job.net, x, layer, target, args.batch_size).asnumpy()
                 for method in methods if method not in raw})
     raw = {method: raw[method] for method in methods}
     for i, (path, image) in enumerate(images.items()):
@@ -326,7 +326,7 @@ def save_maps(stem: str, raw: Dict[str, np.ndarray]) -> None:
 
 def map_panels(image: np.ndarray, raw: Dict[str, np.ndarray], subject: str) -> List[drawing.Panel]:
     """One panel per method: its map rendered over (or beside) ``image``, titled with ``subject``."""
-    return [drawing.Panel(f'{method} ({subject})' if RENDERING[method] == 'heatmap' else method,
+    return [drawing.Panel(f'{method} ({subject})' if catalog.METHODS[method].uses_layer else method,
                           render(image, values, method)) for method, values in raw.items()]
 
 
@@ -345,8 +345,7 @@ def method_maps(result, x: nd.NDArray, layer: str, methods) -> Dict[str, np.ndar
     their own (Grad-CAM and its kin, Eigen-CAM; N x h x w), guided Grad-CAM, guided backpropagation, deconvnet and
     input x gradient (N x C x H x W), saliency (N x H x W)."""
     out = {}
-    from_layer = [m for m in methods if m == 'guided-gradcam' or m in cams.CAM_METHODS and
-                  not cams.CAM_METHODS[m].needs_scores]
+    from_layer = [m for m in methods if m == 'guided-gradcam' or m in cams.CAM_METHODS and from_one_pass(m)]
     if from_layer:
         activation, gradient = result.activations[layer], result.gradients['normal'][layer]
         if activation.ndim != 4:
@@ -370,16 +369,15 @@ def method_maps(result, x: nd.NDArray, layer: str, methods) -> Dict[str, np.ndar
     return out
 
 
-def other_map(net, x, target, method: str, batch_size: int) -> nd.NDArray:
-    """SmoothGrad's or Integrated Gradients' map, from their own passes."""
-    if method == 'smoothgrad':
-        return gradients.smoothgrad(net, x, target, batch_size=batch_size, seed=0)
-    return gradients.integrated_gradients(net, x, target, batch_size=batch_size)[0]
+def from_one_pass(cam_method: str) -> bool:
+    """Whether a CAM is made from the layer's activation and gradient alone (no passes of its own)."""
+    kind = cams.CAM_METHODS[cam_method]
+    return not kind.needs_scores and not issubclass(kind, (cams.ShapleyCAM, cams.FinerCAM, cams.FullGrad))
 
 
 def method_list(text: str) -> Tuple[str, ...]:
     names = CLASSIC if text == 'all' else tuple(dict.fromkeys(text.split(',')))
-    unknown = [name for name in names if name not in RENDERING]
+    unknown = [name for name in names if name not in catalog.METHODS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r}; valid: {', '.join(METHODS)}, all")
     return names

@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 from mxnet import nd
 
-from . import maps
+from . import dff, maps
 from .explainer import Explainer
 from .inputs import Target
 from .layers import LayerRef, conv_like
+from .methods import METHODS
 
 Image = np.ndarray
 
@@ -61,23 +62,25 @@ def visualize(net, preprocessed_img, orig_img, conv_layer_name: LayerRef, class_
 
 
 # how each method's raw map is drawn: over the image (CAMs), as a signed gradient image, or in gray
-RENDERING = {**{name: 'heatmap' for name in ('gradcam', 'gradcam++', 'xgradcam', 'hirescam', 'layercam', 'eigencam',
-                                             'scorecam', 'ablationcam', 'eigengradcam', 'gradcamelementwise',
-                                             'randomcam')},
-             'guided-gradcam': 'gradient', 'guided-backprop': 'gradient', 'deconv': 'gradient',
-             'saliency': 'gray', 'input-x-gradient': 'gray', 'smoothgrad': 'gray', 'integrated-gradients': 'gray'}
+RENDERING = {name: method.rendering for name, method in METHODS.items()}
 
 
 def render(image: Image, raw: np.ndarray, method: str, colormap: int = cv2.COLORMAP_JET, alpha: float = 0.5) -> Image:
     """Any method's raw map for one image (h x w, H x W, or C x H x W, as the method functions return it) as a
-    picture the size of ``image``: CAMs blended over it, signed gradients as an image, the rest in gray
-    (``max_c |g|`` for C x H x W maps)."""
+    picture the size of ``image``: CAMs blended over it (a layer attribution, C x h x w, summed over channels
+    first), signed gradients as an image, Deep Feature Factorization's K x h x w maps as coloured concepts
+    (:func:`gluoncam.dff.show_factorization` names them by class), the rest in gray (``max_c |g|`` for C x H x W
+    maps)."""
+    if method not in RENDERING:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(RENDERING)}")
     size = image.shape[:2]
     kind = RENDERING[method]
     if kind == 'heatmap':
-        return overlay(image, fitted(raw, size), colormap, alpha)
+        return overlay(image, fitted(raw.sum(axis=0) if raw.ndim == 3 else raw, size), colormap, alpha)
     if kind == 'gradient':
         return gradient_image(fitted(raw, size))
+    if kind == 'concepts':
+        return dff.draw_concepts(_rgb(image), raw, [f'concept {k}' for k in range(raw.shape[0])], 1 - alpha)
     return gray_image(fitted(np.abs(raw).max(axis=0) if raw.ndim == 3 else raw, size))
 
 

@@ -66,6 +66,27 @@ def test_every_family_of_methods_renders(tmp_path, root, capsys):
     assert os.path.getsize(tmp_path / 'jellyfish.png') > 10000
 
 
+def test_the_other_families_by_name(tmp_path, root, capsys):
+    """CAMs with passes of their own, propagation rules, a layer attribution and Deep Feature Factorization: each
+    by its name, each map equal to the library function's (the catalog's defaults)."""
+    from gluoncam import cams, layer_attribution, models, propagation
+    from gluoncam.images import preprocess, read_rgb
+    methods = 'fullgrad,fem,shapleycam,lrp,deeplift,layer-gradient-x-activation,dff'
+    assert main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--method', methods]) == 0
+    net = models.get_model('efficientnet_lite0', pretrained=True, root=root)
+    x = preprocess(read_rgb(PHOTO), net)
+    expected = {'fullgrad': cams.full_grad(net, x), 'fem': cams.cam(net, x, net.cam_layer, 'fem'),
+                'shapleycam': cams.cam(net, x, net.cam_layer, 'shapleycam'), 'lrp': propagation.lrp(net, x),
+                'deeplift': propagation.deeplift(net, x)[0],
+                'layer_gradient_x_activation': layer_attribution.layer_gradient_x_activation(net, x, net.cam_layer)}
+    for name, values in expected.items():
+        np.testing.assert_allclose(np.load(tmp_path / f'jellyfish_{name}.npy'), values.asnumpy()[0], rtol=1e-4,
+                                   atol=1e-5 * float(np.abs(values.asnumpy()).max()), err_msg=name)
+    concepts = np.load(tmp_path / 'jellyfish_dff.npy')
+    assert concepts.shape == (5, 7, 7) and (concepts >= 0).all()
+    assert os.path.getsize(tmp_path / 'jellyfish.png') > 10000
+
+
 def test_maps_from_the_shared_pass_equal_the_library_functions(tmp_path, root, capsys):
     """One recorded pass serves the gradient CAMs, guided backprop, deconvnet and input x gradient."""
     from gluoncam import cams, gradients, models
@@ -133,6 +154,6 @@ def test_argument_errors(tmp_path, capsys, argv, message):
 
 def test_unknown_options_exit_with_usage(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(['explain', PHOTO, '--method', 'lime'])
+        main(['explain', PHOTO, '--method', 'nope'])
     assert exit_info.value.code == 2
-    assert "unknown method 'lime'; valid: gradcam, gradcam++" in capsys.readouterr().err
+    assert "unknown method 'nope'; valid: gradcam, gradcam++" in capsys.readouterr().err

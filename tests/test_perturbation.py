@@ -3,29 +3,17 @@ Shapley values by brute force over every order of 3-4 feature groups, KernelSHAP
 whose scores are linear in the coalition, LIME's similarity kernel recomputed from the perturbed images."""
 import itertools
 
-import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import nd
 from mxnet.gluon import Block
-from mxnet.gluon import nn as stock
 from sklearn.linear_model import LinearRegression
 
-import gluoncam
 from gluoncam import perturbation as P
 from conftest import batch, parameters_untouched, small_net
+from test_gradient_methods import linear_net
 
 CLASSES = [1, 3]
-
-
-def linear_net(classes=5, seed=0):
-    """One Dense layer: S(x) = w_c . x + b_c."""
-    mx.random.seed(seed)
-    net = stock.HybridSequential()
-    net.add(gluoncam.Dense(classes, in_units=3 * 12 * 10))
-    net.initialize(mx.init.Normal(0.5))
-    net[0].bias.set_data(nd.random.normal(0, 1, shape=(classes,)))
-    return net
 
 
 def linear_scores(net, images, classes):
