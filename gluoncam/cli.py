@@ -28,6 +28,9 @@ TASK_OPTIONS = {'keypoint': ('pose',), 'min_score': ('detect',), 'class_id': ('c
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == 'evaluate':
+            from .evaluate_command import evaluate
+            return evaluate(args)
         return explain(args)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"gluoncam: error: {error}", file=sys.stderr)
@@ -35,24 +38,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .evaluate_command import add_evaluate
     root = argparse.ArgumentParser(prog='gluoncam', description=__doc__.split('\n')[0])
     commands = root.add_subparsers(dest='command', required=True)
     explain = commands.add_parser('explain', help='explain what a CNN classifies, detects, segments or locates')
     explain.add_argument('images', nargs='+', help='image files, folders or glob patterns')
-    explain.add_argument('--model', default='efficientnet_lite0',
-                         help=f"one of gluoncam's models ({', '.join(models.MODELS)}) or any GluonCV model-zoo "
-                              f"name, e.g. resnet50_v1, yolo3_darknet53_voc, fcn_resnet50_voc, "
-                              f"simple_pose_resnet18_v1b (default: %(default)s)")
+    add_model_options(explain)
     explain.add_argument('--task', choices=zoo.TASKS, help="what to explain (default: the model's task)")
-    explain.add_argument('--params', help='weights file to load instead of the pretrained weights')
-    explain.add_argument('--random-weights', action='store_true',
-                         help="random weights for GluonCV models; for gluoncam's, where no weights are available "
-                              "(the maps then mean nothing)")
-    explain.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
-                         help='folder of pretrained weight files (default: %(default)s)')
-    explain.add_argument('--size', type=size_pair, metavar='H,W',
-                         help="input height,width the images are resized to (default: the model's, e.g. 224,224)")
-    explain.add_argument('--layer', help="layer to explain (default: the model's usual one); 'list' lists them")
     explain.add_argument('--method', type=method_list,
                          help=f"comma-separated maps to make. classify: any of {', '.join(METHODS)}, or 'all' "
                               f"(default): {', '.join(CLASSIC)}, from one forward pass. detect: one of "
@@ -65,10 +57,28 @@ def parser() -> argparse.ArgumentParser:
                          help=f"pose: keypoint to explain, from: {', '.join(zoo.KEYPOINTS)} (default: nose)")
     explain.add_argument('--top-k', type=int, default=5, help='predictions to print, or boxes to explain, per image')
     explain.add_argument('--min-score', type=float, help='detect: explain no box scoring less (default: 0)')
-    explain.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
-    explain.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
     explain.add_argument('--out', default='gluoncam-out', help='folder for panels and maps (default: %(default)s)')
+    add_evaluate(commands)
     return root
+
+
+def add_model_options(command: argparse.ArgumentParser) -> None:
+    """The options that choose the model, its weights, its input and where it runs (explain and evaluate)."""
+    command.add_argument('--model', default='efficientnet_lite0',
+                         help=f"one of gluoncam's models ({', '.join(models.MODELS)}) or any GluonCV model-zoo "
+                              f"name, e.g. resnet50_v1, yolo3_darknet53_voc, fcn_resnet50_voc, "
+                              f"simple_pose_resnet18_v1b (default: %(default)s)")
+    command.add_argument('--params', help='weights file to load instead of the pretrained weights')
+    command.add_argument('--random-weights', action='store_true',
+                         help="random weights for GluonCV models; for gluoncam's, where no weights are available "
+                              "(the maps then mean nothing)")
+    command.add_argument('--root', default=os.path.join(mx.base.data_dir(), 'models'),
+                         help='folder of pretrained weight files (default: %(default)s)')
+    command.add_argument('--size', type=size_pair, metavar='H,W',
+                         help="input height,width the images are resized to (default: the model's, e.g. 224,224)")
+    command.add_argument('--layer', help="layer to explain (default: the model's usual one); 'list' lists them")
+    command.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
+    command.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
 
 
 @dataclass

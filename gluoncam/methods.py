@@ -12,6 +12,7 @@ from mxnet.ndarray import NDArray
 
 from . import cams, dff, gradients, layer_attribution, maps, perturbation, propagation
 from .explainer import Explainer
+from .metrics import randomization
 
 # how a method's raw map is drawn (see visualize.render): over the image (a heatmap of a map or of a layer's
 # attributions summed over channels), as a signed gradient image, in gray (max over channels of |map|), or as
@@ -157,6 +158,8 @@ for _method in [
            'heatmap', '1 fwd + 51 x (fwd + bwd), batched', 'Dhamdhere et al. 2018', 'captum LayerConductance'),
     Method('dff', 'concepts', _dff, 'concepts', '1 fwd (+ an NMF of the batch)', 'Collins et al. 2018',
            'pytorch-grad-cam DeepFeatureFactorization'),
+    Method('random', 'baseline', lambda net, x, layer, target, batch_size: randomization.random_map(net, x, seed=0),
+           'heatmap', 'none', 'uniform noise: a floor to beat', '-', uses_layer=False),
     Method('deeplift', 'propagation',
            lambda net, x, layer, target, batch_size: _first(propagation.deeplift(net, x, target)),
            'gray', '1 fwd + 1 bwd (of 2N rows)', 'Shrikumar et al. 2017', 'captum DeepLift', uses_layer=False),
