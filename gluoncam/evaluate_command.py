@@ -104,9 +104,9 @@ def _write_outputs(found: evaluation.Evaluation, out: str, originals: Dict[str, 
     evaluation.write_csv(found.rows, os.path.join(out, 'results.csv'))
     table = evaluation.summary(found.rows, seed)
     with open(os.path.join(out, 'summary.md'), 'w') as summary:
-        summary.write(table + '\n')
+        summary.write(table + '\n\n' + found.timing() + '\n')
     figures = evaluation.save_figures(found, os.path.join(out, 'figure'), originals)
-    print(table)
+    print(table + '\n\n' + found.timing())
     print(f"\nwrote results.csv, summary.md and {len(figures)} figure(s) to {os.path.abspath(out)}")
 
 

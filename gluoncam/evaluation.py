@@ -6,9 +6,10 @@ bootstrap interval per method and value, the best per value in bold), :func:`sav
 insertion curves, the values and the randomization test.
 """
 import csv
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mxnet.ndarray import NDArray
@@ -40,6 +41,19 @@ class Evaluation:
     fractions: Dict[str, np.ndarray] = field(default_factory=dict)
     randomized: Dict[str, ModelRandomization] = field(default_factory=dict)
     randomized_images: List[str] = field(default_factory=list)
+    seconds: Dict[Tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    images: int = 0
+
+    def timing(self) -> str:
+        """A markdown table of the seconds per image each method's maps took ('maps') and each metric took."""
+        methods = list(dict.fromkeys(method for method, _ in self.seconds))
+        parts = list(dict.fromkeys(part for _, part in self.seconds))
+        lines = ['| seconds per image | ' + ' | '.join(parts) + ' |', '|---|' + '---|' * len(parts)]
+        for method in methods:
+            cells = [f'{self.seconds[method, part] / max(self.images, 1):.3g}' if (method, part) in self.seconds
+                     else '-' for part in parts]
+            lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+        return '\n'.join(lines)
 
 
 def evaluate(net, batches, method_names: Sequence[str], metric_names: Sequence[str], layer, target=None,
@@ -63,12 +77,18 @@ def evaluate(net, batches, method_names: Sequence[str], metric_names: Sequence[s
     found = Evaluation()
     for names, x in batches:
         classes = _classes(net, x, target)
+        found.images += len(names)
         for method in method_names:
+            start = time.perf_counter()
             maps = catalog.make(method, net, x, layer, classes, batch_size)
+            maps.wait_to_read()
+            found.seconds[method, 'maps'] += time.perf_counter() - start
             case = metric_catalog.Case(net, x, maps, classes, _explainer(method, layer, batch_size), batch_size,
                                        seed, steps, _boxes_of(boxes, names, metric_names))
             for metric in metric_names:
+                start = time.perf_counter()
                 scored = metric_catalog.METRICS[metric].compute(case)
+                found.seconds[method, metric] += time.perf_counter() - start
                 _score(found, scored, names, method, classes)
                 if scored.randomized is not None and method not in found.randomized:  # the first batch's
                     found.randomized[method], found.randomized_images = scored.randomized, list(names)

@@ -59,6 +59,9 @@ def test_evaluate_scores_every_method_by_every_metric(tmp_path):
     assert {row.value for row in found.rows} == set(values) | {'win'}
     assert set(found.curves) == {'gradcam', 'random'} and found.curves['gradcam']['deletion'][0].shape == (2, 5)
     assert set(found.randomized) == {'gradcam', 'random'} and found.randomized_images == ['a', 'b']
+    assert found.images == 3 and set(found.seconds) == {(m, part) for m in ('gradcam', 'random')
+                                                        for part in ['maps'] + metrics}
+    assert found.timing().splitlines()[0] == '| seconds per image | maps | ' + ' | '.join(metrics) + ' |'
     # the random map ignores the network: the randomization test cannot tell it apart from the trained map
     assert all(row.score == pytest.approx(1) for row in found.rows
                if row.method == 'random' and row.value == 'randomization_spearman_abs')
