@@ -33,6 +33,7 @@ class CAMMethod:
     """
     needs_gradient = True
     needs_scores = False  # forward passes scoring the target on modified inputs or layers
+    own_passes = False  # passes of its own beyond the shared forward and backward (scoring, finite differences)
 
     def __init__(self, relu: bool = True):
         self.relu = relu
@@ -182,6 +183,7 @@ class ScoreCAM(CAMMethod):
     ``W = softmax_c(s)``. No gradient; N x C forward passes, batched."""
     needs_gradient = False
     needs_scores = True
+    own_passes = True
 
     def weights(self, activation, gradient, scorer):
         n, c = activation.shape[:2]
@@ -200,6 +202,7 @@ class AblationCAM(CAMMethod):
     the layer's output is zeroed. No gradient; N x C passes of the network downstream of the layer, batched."""
     needs_gradient = False
     needs_scores = True
+    own_passes = True
 
     def weights(self, activation, gradient, scorer):
         n, c = activation.shape[:2]
@@ -296,6 +299,7 @@ class ShapleyCAM(CAMMethod):
     downstream, the difference sees the change of slope that autograd's exact (zero) second derivative ignores.
     pytorch-grad-cam's paper pairs it with the ReST target ``y_k + log softmax_k(y)`` (pass it as a function).
     """
+    own_passes = True
 
     def __init__(self, step: float = 1e-3, relu: bool = True):
         super().__init__(relu)
@@ -327,6 +331,7 @@ class SSCAM(CAMMethod):
     """
     needs_gradient = False
     needs_scores = True
+    own_passes = True
 
     def __init__(self, samples: int = 35, std: float = 2.0, seed: Optional[int] = 0, relu: bool = True):
         super().__init__(relu)
@@ -362,6 +367,7 @@ class ISCAM(CAMMethod):
     """
     needs_gradient = False
     needs_scores = True
+    own_passes = True
 
     def __init__(self, samples: int = 10, relu: bool = True):
         super().__init__(relu)
@@ -406,6 +412,7 @@ class FinerCAM(CAMMethod):
     method's map of y_t weighted by nothing else. The base is any layer method (name or instance); one forward
     pass more than the base method, to rank the classes. Needs class targets (None: the predicted class).
     """
+    own_passes = True
 
     def __init__(self, base: Union[str, CAMMethod] = 'gradcam', alpha: float = 1.0,
                  comparison: Sequence[int] = (1, 2, 3)):
@@ -486,6 +493,7 @@ class FullGrad(CAMMethod):
     resolution (pytorch-grad-cam downsizes the stack by 8 first). Signed terms before this post-processing:
     :func:`full_grad_parts`.
     """
+    own_passes = True
 
     def __call__(self, activation, gradient, scorer, eigen_smooth=False):
         raise TypeError("FullGrad is not computed from one layer's activations: use cams.full_grad or cams.cam")

@@ -17,7 +17,9 @@ from .inputs import as_batch
 from .layers import LayerRef, display_name
 from .targets import DetectionScore, detections, ranked, selected
 
-GRADIENT_METHODS = tuple(name for name, method in cams.CAM_METHODS.items() if method.needs_gradient)
+# CAMs made from the layer's activation and gradient alone: one backward sweep per box serves them
+GRADIENT_METHODS = tuple(name for name, method in cams.CAM_METHODS.items()
+                         if method.needs_gradient and not method.own_passes)
 METHODS = GRADIENT_METHODS + ('eigencam',)
 
 
