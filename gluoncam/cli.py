@@ -2,9 +2,11 @@
 import argparse
 import difflib
 import os
+import re
 import sys
+import textwrap
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
@@ -35,6 +37,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"gluoncam: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = ' (the same command resumes the run)' if args.command == 'explain' else ''
+        print(f"\ngluoncam: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog='gluoncam', description=__doc__.split('\n')[0])
     commands = root.add_subparsers(dest='command', required=True)
     explain = commands.add_parser('explain', help='explain what a CNN classifies, detects, segments or locates')
-    explain.add_argument('images', nargs='+', help='image files, folders or glob patterns')
+    explain.add_argument('images', nargs='+',
+                         help='image files, folders (searched with their subfolders) or glob patterns (** for '
+                              'any subfolders)')
     add_model_options(explain)
     explain.add_argument('--task', choices=zoo.TASKS, help="what to explain (default: the model's task)")
     explain.add_argument('--method', type=method_list,
@@ -57,7 +65,21 @@ def parser() -> argparse.ArgumentParser:
                          help=f"pose: keypoint to explain, from: {', '.join(zoo.KEYPOINTS)} (default: nose)")
     explain.add_argument('--top-k', type=int, default=5, help='predictions to print, or boxes to explain, per image')
     explain.add_argument('--min-score', type=float, help='detect: explain no box scoring less (default: 0)')
-    explain.add_argument('--out', default='gluoncam-out', help='folder for panels and maps (default: %(default)s)')
+    explain.add_argument('--out', default='gluoncam-out',
+                         help='folder for panels, maps and index.csv, mirroring the input folders '
+                              '(default: %(default)s)')
+    explain.add_argument('--no-recursive', dest='recursive', action='store_false',
+                         help="search folders' own files only, not their subfolders")
+    explain.add_argument('--overwrite', action='store_true',
+                         help='replace outputs that exist (default: keep them, and resume an interrupted run)')
+    explain.add_argument('--labels', metavar='CSV',
+                         help='true classes for the index: rows image,label (image: its path relative to the '
+                              'inputs\' common root, as given, or its file name; label: class id or name); '
+                              'default: class folder names, where they name a class')
+    explain.add_argument('--dask', metavar='ADDRESS',
+                         help="classify: run on a Dask cluster (the scheduler's address, e.g. tcp://host:8786, or "
+                              "'local:N' for N local worker processes); every worker must reach the images and "
+                              "--out. Needs pip install 'gluoncam[dask]'")
     add_evaluate(commands)
     return root
 
@@ -77,7 +99,9 @@ def add_model_options(command: argparse.ArgumentParser) -> None:
     command.add_argument('--size', type=size_pair, metavar='H,W',
                          help="input height,width the images are resized to (default: the model's, e.g. 224,224)")
     command.add_argument('--layer', help="layer to explain (default: the model's usual one); 'list' lists them")
-    command.add_argument('--ctx', default='cpu', help="'cpu' or 'gpu:N'")
+    command.add_argument('--ctx', default='cpu',
+                         help="'cpu', 'cpu:N' or 'gpu:N'; explain (classify) also takes several, comma-separated "
+                              "(e.g. gpu:0,gpu:1): a model copy on each, the images shared among them")
     command.add_argument('--batch-size', type=int, default=8, help='images per forward pass')
 
 
@@ -94,40 +118,86 @@ class Job:
     target: Optional[int]  # class id (classify, detect, segment) or keypoint id (pose)
     ctx: mx.Context
     args: argparse.Namespace
+    stems: Dict[str, str] = field(default_factory=dict)  # image path -> its outputs' path without the ending
 
 
 def explain(args) -> int:
+    """Classification runs as a dataset run (``dataset_run``: index, resume, several contexts, Dask); detection,
+    segmentation and pose write their outputs the same way, in the mirrored tree, without the index."""
+    from . import dataset_run
     if args.batch_size < 1 or args.top_k < 1:
         raise ValueError("--batch-size and --top-k must be at least 1")
-    paths = find_images(args.images)
-    ctx = parse_context(args.ctx)
-    net = load_model(args, ctx)
+    paths = find_images(args.images, recursive=args.recursive)
+    contexts = parse_contexts(args.ctx)
+    if args.layer != 'list':
+        dataset_run.check_out(args.out)  # before any work
+        paths = outside(paths, args.out)
+    net = dataset_run.load_net(args, contexts[0])
     if args.layer == 'list':
         print('\n'.join(named_blocks(net)))
         return 0
-    job = plan(args, net, ctx)
-    os.makedirs(args.out, exist_ok=True)
+    first = dataset_run.load_copy(args, contexts[0], net)
+    if first.job.task == 'classify':
+        return dataset_run.explain_dataset(args, paths, first, contexts)
+    if len(contexts) > 1 or args.dask or args.labels:
+        raise ValueError(f"several --ctx, --dask and --labels are for --task classify, not {first.job.task}")
+    return explain_other_task(first.job, paths)
+
+
+def outside(paths: List[str], out: str) -> List[str]:
+    """``paths`` but the files under ``out`` (the outputs of an earlier run in a folder being explained)."""
+    out = os.path.abspath(out) + os.sep
+    kept = [path for path in paths if not os.path.abspath(path).startswith(out)]
+    if not kept:
+        raise FileNotFoundError(f"no image to explain: every one found lies under --out {out.rstrip(os.sep)!r}")
+    if len(kept) < len(paths):
+        print(f"left out {len(paths) - len(kept)} file(s) under --out {out.rstrip(os.sep)!r}", file=sys.stderr)
+    return kept
+
+
+def explain_other_task(job: Job, paths: List[str]) -> int:
+    """Detection, segmentation, pose: each batch explained and written; unreadable files reported."""
+    from .dataset_run import common_root, output_stems
+    root = common_root(paths)
+    relatives = [os.path.relpath(os.path.abspath(path), root) for path in paths]
+    endings = ['.png', '_boxes.npz', '_mask.npy'] + [f"_{method.replace('-', '_')}.npy" for method in job.methods]
+    job.stems = {path: os.path.join(job.args.out, stem) for path, stem in zip(paths, output_stems(relatives, endings))}
     failures = 0
     progress = _progress_bar(len(paths))
-    with explainer_of(net) as explainer:
-        for batch in _batches(paths, args.batch_size):
+    with explainer_of(job.net) as explainer:
+        for batch in _batches(paths, job.args.batch_size):
             images = {}
             for path in batch:
                 try:
                     images[path] = read_rgb(path)
                 except ValueError as error:
-                    print(f"skipped: {error}", file=sys.stderr)
+                    say(f"error: {error}", sys.stderr)
                     failures += 1
             if images:
                 TASKS[job.task](explainer, job, images)
-            if progress is not None:
-                progress.update(len(batch))
+            advance(progress, len(batch))
     if progress is not None:
         progress.close()
-    print(f"wrote panels and maps of {len(paths) - failures} image(s) to {os.path.abspath(args.out)}")
+    print(f"wrote panels and maps of {len(paths) - failures} image(s) to {os.path.abspath(job.args.out)}")
     if failures:
         print(f"{failures} file(s) could not be read", file=sys.stderr)
     return 1 if failures else 0
+
+
+def advance(bar, count: int) -> None:
+    """``count`` more done on ``bar`` (None: no bar); the finished bar is drawn once, by its ``close``."""
+    if bar is None:
+        return
+    if bar.n + count >= bar.total:
+        bar.n += count  # drawn by close(): an update here would draw the finished bar a first time
+    else:
+        bar.update(count)
+
+
+def say(text: str, file=None) -> None:
+    """A line printed above an open progress bar, never into it."""
+    from tqdm import tqdm
+    tqdm.write(text, file=file or sys.stdout)
 
 
 def plan(args, net: Block, ctx: mx.Context) -> Job:
@@ -139,8 +209,35 @@ def plan(args, net: Block, ctx: mx.Context) -> Job:
         target = name_index(args.keypoint or 'nose', names, '--keypoint', 'keypoint')
     else:
         target = None if args.class_id is None else name_index(args.class_id, names, '--class', 'class')
+    if args.layer is not None:
+        check_layer(args.layer, net, args.model)
     return Job(net, args.model, task, args.layer or zoo.default_layer(net), args.size or zoo.input_size(net),
                task_methods(task, args.method), names, target, ctx, args)
+
+
+def check_layer(layer: str, net: Block, model: str) -> None:
+    """A ValueError naming the closest layer names (not all of them) if ``net`` has no layer ``layer``."""
+    names = list(named_blocks(net))
+    if layer in names:
+        return
+    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(map(repr, close))}" if close else ''
+    raise ValueError(f"--layer {layer!r} is not a layer of {model}{hint} (all {len(names)} names: --layer list)")
+
+
+def settle_shapes(net: Block, size: Tuple[int, int], ctx: mx.Context) -> None:
+    """One inference pass of a blank image, which gives deferred parameters their shapes (and random values)."""
+    from .input_size import too_small
+    shape = (1, 3) + tuple(size)
+    try:
+        with mx.autograd.predict_mode():
+            net(nd.zeros(shape, ctx=ctx))
+    except (mx.base.MXNetError, ValueError) as error:
+        explained = too_small(net, shape, error)
+        if explained is not None:
+            raise explained from None
+        reason = str(error).strip().splitlines()[-1].replace('MXNetError: ', '')
+        raise ValueError(f"the model fails on a blank {size[0]} x {size[1]} input: {reason}") from None
 
 
 def check_task(task: str, net: Block, args) -> None:
@@ -174,34 +271,6 @@ def batch_input(job: Job, images: Dict[str, np.ndarray]) -> nd.NDArray:
         .as_in_context(job.ctx)
 
 
-def explain_classes(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
-    """Classification: the top-k predictions printed; the methods' maps of the predicted (or asked) class."""
-    x = batch_input(job, images)
-    methods, layer, args = job.methods, job.layer, job.args
-    result = explainer.backprop(x, job.target, [layer], modes_for(methods))
-    probabilities = nd.softmax(result.output).asnumpy()
-    names = _names_for(job.names, probabilities.shape[1])
-    raw = method_maps(result, x, layer, methods)
-    target = result.classes if job.target is None else job.target
-    scored = [m for m in methods if m in cams.CAM_METHODS and m not in raw and catalog.METHODS[m].uses_layer]
-    if scored:  # CAMs with passes of their own (Score-CAM, Ablation-CAM, Shapley-CAM, ...): one shared call
-        raw.update({method: values.asnumpy() for method, values in
-                    cams.cam(job.net, x, layer, scored, target, batch_size=args.batch_size).items()})
-    raw.update({method: catalog.make(method, job.net, x, layer, target, args.batch_size).asnumpy()
-                for method in methods if method not in raw})
-    raw = {method: raw[method] for method in methods}
-    for i, (path, image) in enumerate(images.items()):
-        top = np.argsort(-probabilities[i])[:args.top_k]
-        print(f"{path}: " + ', '.join(f"{names[k]} ({k}) {probabilities[i, k]:.3f}" for k in top))
-        cls = int(result.classes[i].asscalar())
-        stem = _stem(args.out, path)
-        own = {method: values[i] for method, values in raw.items()}
-        save_maps(stem, own)
-        panels = [drawing.Panel('original', image)] + map_panels(image, own, layer)
-        title = f"{names[cls]} ({cls}), p = {probabilities[i, cls]:.3f} ({job.model})"
-        drawing.save_panels(stem + '.png', panels, title, columns=len(panels))
-
-
 def explain_detections(explainer: Explainer, job: Job, images: Dict[str, np.ndarray]) -> None:
     """Detection: the boxes printed and drawn, then each box's map; ``<stem>_boxes.npz`` with the raw maps."""
     x = batch_input(job, images)
@@ -214,7 +283,7 @@ def explain_detections(explainer: Explainer, job: Job, images: Dict[str, np.ndar
         boxes = to_image_pixels(found.boxes[i, keep], job.size, image.shape[:2])
         labels = [f"{_name(job.names, k)} {score:.2f}" for k, score in zip(ids, scores)]
         print_boxes(path, labels, boxes)
-        stem = _stem(job.args.out, path)
+        stem = _stem(job, path)
         np.savez(stem + '_boxes.npz', ids=ids, scores=scores, boxes=boxes, maps=found.maps[i].asnumpy()[keep])
         drawn = [drawing.Box(*box, label, tuple(colors[k % len(colors)])) for box, label, k in zip(boxes, labels, ids)]
         drawing.save_panels(stem + '.png', box_panels(image, drawn, heat[i][keep]),
@@ -235,9 +304,9 @@ def to_image_pixels(boxes: np.ndarray, size: Tuple[int, int], image_size: Tuple[
 
 
 def print_boxes(path: str, labels: List[str], boxes: np.ndarray) -> None:
-    print(f"{path}: {len(labels)} box(es)" + (':' if labels else ''))
+    say(f"{path}: {len(labels)} box(es)" + (':' if labels else ''))
     for label, box in zip(labels, boxes):
-        print(f"  {label} at ({', '.join(f'{v:.0f}' for v in box)})")
+        say(f"  {label} at ({', '.join(f'{v:.0f}' for v in box)})")
 
 
 def box_panels(image: np.ndarray, boxes: List[drawing.Box], heat: np.ndarray) -> List[drawing.Panel]:
@@ -262,7 +331,7 @@ def explain_segments(explainer: Explainer, job: Job, images: Dict[str, np.ndarra
         print_shares(path, shares, names, category)
         raw = {method: values[0] for method, values in
                cam_maps(job, x[i:i + 1], targets.SegmentationTarget(category)).items()}
-        stem = _stem(job.args.out, path)
+        stem = _stem(job, path)
         np.save(stem + '_mask.npy', predicted[i])
         save_maps(stem, raw)
         panels = [drawing.Panel('original', image), mask_panel(image, predicted[i], shares, names)]
@@ -281,7 +350,7 @@ def print_shares(path: str, shares: np.ndarray, names: Sequence[str], category: 
     """The five commonest classes by share of pixels, and the class explained."""
     common = ', '.join(f"{names[k]} {shares[k]:.1%}" for k in np.argsort(-shares)[:5] if shares[k] > 0)
     empty = '' if shares[category] else ': predicted nowhere, so its map is empty'
-    print(f"{path}: {common}; explaining {names[category]} ({category}){empty}")
+    say(f"{path}: {common}; explaining {names[category]} ({category}){empty}")
 
 
 def mask_panel(image: np.ndarray, predicted: np.ndarray, shares: np.ndarray, names: Sequence[str]) -> drawing.Panel:
@@ -302,9 +371,9 @@ def explain_keypoints(explainer: Explainer, job: Job, images: Dict[str, np.ndarr
     batch_maps = cam_maps(job, x, target)  # the same target for every image: one pass for the batch
     for i, (path, image) in enumerate(images.items()):
         peak = heatmap_peak(heatmaps[i], image.shape[:2], keypoint)
-        print(f"{path}: {keypoint} peak {heatmaps[i].max():.3g} at ({peak.x:.0f}, {peak.y:.0f})")
+        say(f"{path}: {keypoint} peak {heatmaps[i].max():.3g} at ({peak.x:.0f}, {peak.y:.0f})")
         raw = {method: values[i] for method, values in batch_maps.items()}
-        stem = _stem(job.args.out, path)
+        stem = _stem(job, path)
         save_maps(stem, raw)
         panels = [drawing.Panel(f'{keypoint} (heatmap peak)', image, points=[peak])]
         panels += [drawing.Panel(panel.title, panel.image, points=[peak]) for panel in map_panels(image, raw, keypoint)]
@@ -340,7 +409,7 @@ def map_panels(image: np.ndarray, raw: Dict[str, np.ndarray], subject: str) -> L
                           render(image, values, method)) for method, values in raw.items()]
 
 
-TASKS = {'classify': explain_classes, 'detect': explain_detections, 'segment': explain_segments,
+TASKS = {'detect': explain_detections, 'segment': explain_segments,
          'pose': explain_keypoints}
 
 
@@ -381,8 +450,7 @@ def method_maps(result, x: nd.NDArray, layer: str, methods) -> Dict[str, np.ndar
 
 def from_one_pass(cam_method: str) -> bool:
     """Whether a CAM is made from the layer's activation and gradient alone (no passes of its own)."""
-    kind = cams.CAM_METHODS[cam_method]
-    return not kind.needs_scores and not issubclass(kind, (cams.ShapleyCAM, cams.FinerCAM, cams.FullGrad))
+    return not cams.CAM_METHODS[cam_method].own_passes
 
 
 def method_list(text: str) -> Tuple[str, ...]:
@@ -402,17 +470,25 @@ def size_pair(text: str) -> Tuple[int, int]:
     return (values[0], values[-1])
 
 
+def parse_contexts(text: str) -> List[mx.Context]:
+    """Comma-separated contexts ('cpu:0,cpu:1', 'gpu:0,gpu:1'), each once."""
+    contexts = [parse_context(part.strip()) for part in text.split(',')]
+    if len(set(map(str, contexts))) < len(contexts):
+        raise ValueError(f"--ctx {text!r} names a context twice")
+    return contexts
+
+
 def parse_context(text: str) -> mx.Context:
     kind, _, index = text.partition(':')
-    if kind == 'cpu' and not index:
-        return mx.cpu()
+    if kind == 'cpu' and (not index or index.isdigit()):
+        return mx.cpu(int(index or 0))
     if kind == 'gpu' and index.isdigit():
         available = mx.context.num_gpus()
         if int(index) >= available:
             raise RuntimeError(f"--ctx {text}: MXNet sees {available} GPU(s) (a CPU-only build of mxnet, or no "
                                f"CUDA device); install a CUDA build (e.g. mxnet-cu112) or use --ctx cpu")
         return mx.gpu(int(index))
-    raise ValueError(f"--ctx {text!r}: expected 'cpu' or 'gpu:N'")
+    raise ValueError(f"--ctx {text!r}: expected 'cpu' or 'gpu:N' (or several, comma-separated: gpu:0,gpu:1)")
 
 
 def load_model(args, ctx: mx.Context) -> Block:
@@ -452,9 +528,22 @@ def load_params(net: Block, path: str, ctx: mx.Context) -> Block:
     try:
         net.load_parameters(path, ctx=ctx)
     except (AssertionError, mx.base.MXNetError) as error:
-        reason = str(error).strip().splitlines()[-1].replace('MXNetError: ', '')
+        reason = params_problem(str(error).strip().splitlines()[-1].replace('MXNetError: ', ''))
         raise RuntimeError(f"cannot load --params {path!r} into {type(net).__name__}: {reason}") from None
     return net
+
+
+def params_problem(reason: str) -> str:
+    """MXNet's reason a parameter file does not load, short (it lists every parameter of the file)."""
+    missing = re.match(r"Parameter '([^']+)' is missing in file", reason)
+    extra = re.match(r"Parameter '([^']+)' loaded from file .* is not present in", reason)
+    if missing:
+        reason = f"the file has no parameter {missing.group(1)!r}"
+    elif extra:
+        reason = f"the file holds a parameter {extra.group(1)!r} the model does not have"
+    if missing or extra:
+        return reason + " (weights of another network or another --model?)"
+    return textwrap.shorten(reason, 300, placeholder=' ...')
 
 
 def check_model_name(name: str) -> None:
@@ -500,8 +589,11 @@ def _names_for(names: List[str], count: int) -> List[str]:
     return names if len(names) == count else [f'class {k}' for k in range(count)]
 
 
-def _stem(out: str, path: str) -> str:
-    return os.path.join(out, os.path.splitext(os.path.basename(path))[0])
+def _stem(job: Job, path: str) -> str:
+    """Where ``path``'s outputs go, without their endings; its folder made."""
+    stem = job.stems.get(path) or os.path.join(job.args.out, os.path.splitext(os.path.basename(path))[0])
+    os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
+    return stem
 
 
 def _batches(items, size: int):

@@ -12,6 +12,7 @@ from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
 from . import compiled
+from .input_size import too_small
 from .inputs import Target, as_batch, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import intercept, is_explainable, walk
@@ -126,6 +127,14 @@ class Explainer:
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
         replacements = {id(resolve(self.net, layer)): fn for layer, fn in (replace or {}).items()}
+        try:
+            return self._backprop_each(x, targets, blocks, modes, score, replacements)
+        except (MXNetError, ValueError) as error:
+            _raise_if_too_small(self.net, x, error)
+            raise
+
+    def _backprop_each(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
+                       score: str, replacements: Dict[int, Callable]) -> List[Backprop]:
         with self:
             captured = tuple(blocks.values())
             recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) and not replacements \
@@ -177,8 +186,12 @@ class Explainer:
         x = as_batch(self.net, x)
         blocks = {display_name(layer): resolve(self.net, layer) for layer in layers}
         replacements = {id(resolve(self.net, layer)): fn for layer, fn in (replace or {}).items()}
-        with self, Session(blocks.values(), replacements) as session, autograd.predict_mode():
-            output = _scored(session, self.net(x), score)
+        try:
+            with self, Session(blocks.values(), replacements) as session, autograd.predict_mode():
+                output = _scored(session, self.net(x), score)
+        except (MXNetError, ValueError) as error:
+            _raise_if_too_small(self.net, x, error)
+            raise
         self._check_ran(session, blocks)
         return output, {name: session.captures[id(block)].leaf for name, block in blocks.items()}
 
@@ -262,6 +275,13 @@ def _compiled_backprop(recording: compiled.Recording, x: NDArray, targets: Seque
             gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
             results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
     return results
+
+
+def _raise_if_too_small(net: Block, x: NDArray, error: Exception) -> None:
+    """A ValueError in the user's terms if ``error`` is MXNet finding ``x`` smaller than a kernel of ``net``."""
+    explained = too_small(net, x.shape, error)
+    if explained is not None:
+        raise explained from None
 
 
 def _same(got: Backprop, expected: Backprop) -> bool:

@@ -49,7 +49,8 @@ def test_one_method_and_a_class_by_name(tmp_path, root, capsys):
     code = main(['explain', PHOTO, '--root', root, '--out', str(tmp_path), '--method', 'saliency',
                  '--class', 'Snow Leopard'])
     assert code == 0
-    assert sorted(os.listdir(tmp_path)) == ['jellyfish.png', 'jellyfish_saliency.npy']
+    assert sorted(os.listdir(tmp_path)) == ['.gluoncam-run.json', 'index.csv', 'index.html', 'jellyfish.png',
+                                            'jellyfish_saliency.npy']  # the index, report and run's options too
     by_id = tmp_path / 'by_id'
     assert main(['explain', PHOTO, '--root', root, '--out', str(by_id), '--method', 'saliency', '--class', '289']) == 0
     np.testing.assert_array_equal(np.load(tmp_path / 'jellyfish_saliency.npy'),
