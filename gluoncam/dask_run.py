@@ -10,15 +10,13 @@ Dask is optional (``pip install 'gluoncam[dask]'``); without ``--dask`` nothing 
 """
 import argparse
 import os
-import threading
 from dataclasses import replace
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from . import cli
+from . import cli, threads
 from .dataset_run import Item, Model, Outcome, batches, explain_batch, load_copy, read_batch
 
 _MODELS: Dict[Tuple, Model] = {}  # in each worker process: its model copies, by the options that shape them
-_LOCK = threading.Lock()
 MODEL_OPTIONS = ('model', 'params', 'random_weights', 'root', 'size', 'layer', 'ctx', 'task', 'method', 'class_id',
                  'keypoint', 'min_score', 'top_k', 'batch_size')
 
@@ -76,7 +74,7 @@ def explain_task(args: argparse.Namespace, out: str, items: Sequence[Item]) -> L
 def worker_model(args: argparse.Namespace) -> Model:
     """This process's copy of the model the options ask for, loaded at its first task (on the first --ctx)."""
     key = tuple(repr(getattr(args, option, None)) for option in MODEL_OPTIONS)
-    with _LOCK:
+    with threads.lock:  # loading runs MXNet, and the dict is shared by the worker's threads
         if key not in _MODELS:
             context = cli.parse_contexts(args.ctx)[0]
             _MODELS[key] = load_copy(args, context)

@@ -33,7 +33,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from . import cams, cli, drawing, methods as catalog
+from . import cams, cli, drawing, methods as catalog, threads
 from .images import preprocess, read_rgb
 
 INDEX = 'index.csv'
@@ -379,9 +379,10 @@ def read_batch(model: Model, items: Sequence[Item]) -> Tuple[List[Tuple[Item, Op
         except ValueError as error:
             read.append((item, None, str(error)))
     images = [image for _, image, _ in read if image is not None]
-    x = nd.concat(*[preprocess(image, model.job.net, model.job.size) for image in images], dim=0) if images \
-        else None
-    return read, x
+    if not images:
+        return read, None
+    with threads.lock:
+        return read, nd.concat(*[preprocess(image, model.job.net, model.job.size) for image in images], dim=0)
 
 
 def explain_batch(model: Model, out: str, read: Sequence[Tuple[Item, Optional[np.ndarray], str]],
@@ -397,7 +398,9 @@ def explain_batch(model: Model, out: str, read: Sequence[Tuple[Item, Optional[np
         except Exception:  # noqa: B902 (any failure is isolated, then reported per image)
             for k, (item, image) in enumerate(readable):
                 try:
-                    outcomes.update(_explained(model, out, [(item, image)], x[k:k + 1], worker))
+                    with threads.lock:
+                        row = x[k:k + 1]
+                    outcomes.update(_explained(model, out, [(item, image)], row, worker))
                 except Exception as error:  # noqa: B902
                     message = one_line(error)
                     outcomes[item.number] = Outcome(item, error_rows(item, model, message, worker), failure=message)
@@ -408,9 +411,8 @@ def _explained(model: Model, out: str, readable: Sequence[Tuple[Item, np.ndarray
                worker: str) -> Dict[int, Outcome]:
     job = model.job
     started = time.perf_counter()
-    x = x.as_in_context(job.ctx)
-    with cli.explainer_of(job.net) as explainer:
-        probabilities, predicted, explained, raw = classify(explainer, job, x)
+    with threads.lock, cli.explainer_of(job.net) as explainer:  # see threads: one thread runs MXNet at a time
+        probabilities, predicted, explained, raw = classify(explainer, job, x.as_in_context(job.ctx))
     shared = (time.perf_counter() - started) / len(readable)
     names = cli._names_for(job.names, probabilities.shape[1])
     outcomes = {}
@@ -564,10 +566,10 @@ def run_local(models: Sequence[Model], out: str, todo: Sequence[Item], batch_siz
         finally:
             results.put(None)
 
-    threads = [threading.Thread(target=reader, daemon=True, name='gluoncam-reader')]
-    threads += [threading.Thread(target=explainer, args=(model,), daemon=True, name=f'gluoncam-{model.context}')
+    workers = [threading.Thread(target=reader, daemon=True, name='gluoncam-reader')]
+    workers += [threading.Thread(target=explainer, args=(model,), daemon=True, name=f'gluoncam-{model.context}')
                 for model in models]
-    for thread in threads:
+    for thread in workers:
         thread.start()
     running = len(models)
     try:
@@ -581,7 +583,7 @@ def run_local(models: Sequence[Model], out: str, todo: Sequence[Item], batch_siz
                 consume(result)
     finally:
         stop.set()
-        for thread in threads:
+        for thread in workers:
             thread.join(timeout=600)
 
 

@@ -16,6 +16,7 @@ from .explainer import Explainer
 from .inputs import as_batch
 from .layers import LayerRef, display_name
 from .targets import DetectionScore, detections, ranked, selected
+from .threads import serialized
 
 # CAMs made from the layer's activation and gradient alone: one backward sweep per box serves them
 GRADIENT_METHODS = tuple(name for name, method in cams.CAM_METHODS.items()
@@ -46,6 +47,7 @@ class BoxMaps:
         self.image_maps = image_maps
 
 
+@serialized
 def explain_boxes(net, x, layer: LayerRef, method: str = 'gradcam', top_k: int = 5, min_score: float = 0.0,
                   classes: Optional[Sequence[int]] = None) -> BoxMaps:
     """A CAM per detected box of a GluonCV-style detector (output: ids, scores, boxes).

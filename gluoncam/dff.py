@@ -14,6 +14,7 @@ from .explainer import Explainer
 from .inputs import as_batch
 from .layers import LayerRef, display_name
 from .nn import walk
+from .threads import serialized
 
 NEGATIVE = ('raise', 'clip', 'shift')
 
@@ -62,6 +63,7 @@ class Factorization:
         return texts
 
 
+@serialized
 def dff(net, x, layer: LayerRef, n_components: int = 5, classifier: Union[None, bool, Block, Callable] = None,
         top_k: int = 2, seed: Optional[int] = 0, negative: str = 'raise', max_iter: int = 200) -> Factorization:
     """Deep Feature Factorization of a layer's activations over the batch (pytorch-grad-cam's

@@ -17,6 +17,7 @@ from mxnet.ndarray import NDArray
 from . import methods as catalog
 from .metrics import catalog as metric_catalog
 from .metrics.randomization import ModelRandomization
+from .threads import serialized
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -56,6 +57,7 @@ class Evaluation:
         return '\n'.join(lines)
 
 
+@serialized
 def evaluate(net, batches, method_names: Sequence[str], metric_names: Sequence[str], layer, target=None,
              batch_size: int = 32, seed: int = 0, steps: int = 50, boxes: Optional[Dict[str, list]] = None,
              progress: Optional[Callable[[int], None]] = None) -> Evaluation:

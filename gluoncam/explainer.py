@@ -17,6 +17,7 @@ from .inputs import Target, as_batch, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import intercept, is_explainable, walk
 from .session import MODES, Session, as_leaf, relu_cuts_for
+from .threads import serialized
 
 __all__ = ['Explainer', 'Backprop']
 
@@ -87,6 +88,7 @@ class Explainer:
     def __exit__(self, *exc) -> None:
         _Preparation.release(self.net)
 
+    @serialized
     def backprop(self, x, target: Target = None, layers: Sequence[LayerRef] = (),
                  modes: Sequence[str] = ('normal',), score: str = 'logits', replace=None) -> Backprop:
         """Record one forward pass of ``x`` and back-propagate the target score once per mode.
@@ -113,6 +115,7 @@ class Explainer:
         """
         return self.backprop_each(x, [target], layers, modes, score, replace)[0]
 
+    @serialized
     def backprop_each(self, x, targets: Sequence[Target], layers: Sequence[LayerRef] = (),
                       modes: Sequence[str] = ('normal',), score: str = 'logits', replace=None) -> List[Backprop]:
         """:meth:`backprop` for several targets from one recorded forward pass: one :class:`Backprop` per target,
@@ -177,6 +180,7 @@ class Explainer:
             results.append(Backprop(inference_output, classes, activations, gradients, input_gradients))
         return results
 
+    @serialized
     def forward(self, x, layers: Sequence[LayerRef] = (), replace=None, score: str = 'logits'):
         """The inference output (scored as in :meth:`backprop`) and the layers' outputs, without recording.
 

@@ -12,14 +12,17 @@ from mxnet.ndarray import NDArray
 from . import modifiers
 from .explainer import Explainer
 from .inputs import Target, as_batch, classes_for
+from .threads import serialized
 
 
+@serialized
 def gradient(net, x, target: Target = None, mode: str = 'normal', score: str = 'logits') -> NDArray:
     """``dS/dx`` under a backward mode: ``'normal'`` (vanilla), ``'guided'`` (guided backpropagation,
     Springenberg et al.) or ``'deconv'`` (deconvnet, Zeiler & Fergus). Signed, N x C x H x W."""
     return Explainer(net).backprop(x, target, modes=(mode,), score=score).input_gradients[mode]
 
 
+@serialized
 def saliency(net, x, target: Target = None, mode: str = 'normal', modifier: modifiers.Modifier = 'absolute',
              score: str = 'logits', per_channel: bool = False) -> NDArray:
     """Saliency (Simonyan et al.; keras-vis): ``max_c modifier(dS/dx_c)``, N x H x W. The default modifier
@@ -30,12 +33,14 @@ def saliency(net, x, target: Target = None, mode: str = 'normal', modifier: modi
     return modified if per_channel else modified.max(axis=1)
 
 
+@serialized
 def input_x_gradient(net, x, target: Target = None, score: str = 'logits') -> NDArray:
     """Input x gradient (Shrikumar et al.): ``x * dS/dx``, N x C x H x W, signed."""
     x = as_batch(net, x)
     return x * gradient(net, x, target, 'normal', score)
 
 
+@serialized
 def smoothgrad(net, x, target: Target = None, noise_level: float = 0.15, samples: int = 25, mode: str = 'normal',
                batch_size: int = 32, score: str = 'logits', seed: Optional[int] = None, stdev: Optional[float] = None,
                average: str = 'gradient', noise=None) -> NDArray:
@@ -85,6 +90,7 @@ def _noise(x: NDArray, samples: int, noise_level: float, seed: Optional[int], st
     return drawn * nd.repeat(span * noise_level, samples, axis=0)
 
 
+@serialized
 def noise_tunnel(method: Callable, net, x, target: Target = None, kind: str = 'smoothgrad', samples: int = 25,
                  stdev: Optional[float] = None, noise_level: float = 0.15, batch_size: int = 32,
                  seed: Optional[int] = None, score: str = 'logits', noise=None, **method_options) -> NDArray:
@@ -147,6 +153,7 @@ TUNNEL_KINDS = {'smoothgrad': lambda maps: maps.mean(axis=1),
                 'smoothgrad_sq': lambda maps: nd.square(maps).mean(axis=1), 'vargrad': _variance}
 
 
+@serialized
 def integrated_gradients(net, x, target: Target = None, baseline=None, steps: int = 50, batch_size: int = 32,
                          score: str = 'logits', rule: str = 'midpoint') -> Tuple[NDArray, NDArray]:
     """Integrated Gradients (Sundararajan et al.): ``(x - x') * integral_0^1 dS/dx (x' + a (x - x')) da``,

@@ -13,8 +13,10 @@ from .gradients import IG_RULES
 from .inputs import Target, as_batch, classes_for
 from .layers import LayerRef, display_name
 from .session import as_leaf
+from .threads import serialized
 
 
+@serialized
 def layer_gradient_x_activation(net, x, layer: LayerRef, target: Target = None, score: str = 'logits') -> NDArray:
     """Layer gradient x activation (captum's ``LayerGradientXActivation``): ``A * dS/dA`` at the layer's output A.
 
@@ -27,6 +29,7 @@ def layer_gradient_x_activation(net, x, layer: LayerRef, target: Target = None, 
     return result.activations[name] * result.gradients['normal'][name]
 
 
+@serialized
 def layer_integrated_gradients(net, x, layer: LayerRef, target: Target = None, baseline=None, steps: int = 50,
                                batch_size: int = 32, score: str = 'logits',
                                rule: str = 'midpoint') -> Tuple[NDArray, NDArray]:
@@ -78,6 +81,7 @@ def layer_integrated_gradients(net, x, layer: LayerRef, target: Target = None, b
     return attributions, _delta(attributions, gap)
 
 
+@serialized
 def layer_conductance(net, x, layer: LayerRef, target: Target = None, baseline=None, steps: int = 50,
                       batch_size: int = 32, score: str = 'logits', rule: str = 'trapezoid') -> Tuple[NDArray, NDArray]:
     """Layer conductance (captum's ``LayerConductance``; Dhamdhere et al. 2018, "How important is a neuron?"):

@@ -5,7 +5,10 @@ import numpy as np
 from mxnet import nd
 from mxnet.ndarray import NDArray
 
+from .threads import serialized
 
+
+@serialized
 def grad_cam(activation: NDArray, gradient: NDArray) -> NDArray:
     """Grad-CAM (Selvaraju et al.): ``relu(sum_c w_c A_c)`` with ``w_c = mean_ij dS/dA_cij``.
 
@@ -24,11 +27,13 @@ def grad_cam(activation: NDArray, gradient: NDArray) -> NDArray:
     return nd.relu((weights * activation).sum(axis=1))
 
 
+@serialized
 def saliency(input_gradient: NDArray) -> NDArray:
     """Saliency (Simonyan et al.): ``max_c |dS/dx_c|`` per pixel; N x C x H x W -> N x H x W."""
     return nd.abs(input_gradient).max(axis=1)
 
 
+@serialized
 def guided_grad_cam(guided_gradient: NDArray, cam: NDArray, nearest: bool = False,
                     scaled: bool = False) -> NDArray:
     """Guided Grad-CAM: the guided-backpropagation gradient times the Grad-CAM map upsampled to the input.
@@ -41,6 +46,7 @@ def guided_grad_cam(guided_gradient: NDArray, cam: NDArray, nearest: bool = Fals
     return guided_gradient * (normalize(mask) if scaled else mask).expand_dims(1)
 
 
+@serialized
 def upsample(maps: NDArray, size: Tuple[int, int], align_corners: bool = False, nearest: bool = False) -> NDArray:
     """Bilinear resize of N x h x w maps to N x H x W: pixel centres aligned, as OpenCV and PyTorch's
     ``interpolate`` by default; or, with ``align_corners``, corner pixels aligned, as PyTorch's
@@ -58,6 +64,7 @@ def upsample(maps: NDArray, size: Tuple[int, int], align_corners: bool = False, 
     return resized[:, 0]
 
 
+@serialized
 def normalize(maps: NDArray) -> NDArray:
     """Scale each map to [0, 1] by its own min and max; a constant map becomes all zeros."""
     flat = maps.reshape((maps.shape[0], -1))

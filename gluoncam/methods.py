@@ -13,6 +13,7 @@ from mxnet.ndarray import NDArray
 from . import cams, dff, gradients, layer_attribution, maps, perturbation, propagation
 from .explainer import Explainer
 from .metrics import randomization
+from .threads import serialized
 
 # how a method's raw map is drawn (see visualize.render): over the image (a heatmap of a map or of a layer's
 # attributions summed over channels), as a signed gradient image, in gray (max over channels of |map|), or as
@@ -209,6 +210,7 @@ def unknown_method_error(name: str) -> ValueError:
     return ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
 
 
+@serialized
 def make(name: str, net, x, layer, target=None, batch_size: int = 32) -> NDArray:
     """Method ``name``'s raw maps for the batch ``x``."""
     if name not in METHODS:

@@ -20,6 +20,7 @@ from mxnet.ndarray import NDArray
 from . import compiled
 from .explainer import SCORES, Explainer
 from .inputs import Target, as_batch, classes_for, describe_output
+from .threads import serialized
 
 __all__ = ['superpixels', 'occlusion', 'feature_ablation', 'shapley_value_sampling', 'kernel_shap', 'lime']
 
@@ -34,6 +35,7 @@ KERNEL_SHAP_END_WEIGHT = 1e6  # captum's weight of the empty and full coalitions
 
 # ----- superpixels
 
+@serialized
 def superpixels(images, n_segments: int = 50, compactness: float = 10.0, sigma: float = 1.0,
                 start_label: int = 0, **slic_options) -> np.ndarray:
     """SLIC superpixels (Achanta et al. 2012, scikit-image's ``segmentation.slic``) of each image: the feature
@@ -290,6 +292,7 @@ def _painted(values: Sequence[np.ndarray], labels: np.ndarray, x: NDArray) -> ND
 
 # ----- occlusion
 
+@serialized
 def occlusion(net, x, target: Target = None, window: Sequence[int] = (8, 8),
               strides: Union[None, int, Sequence[int]] = None, baseline: Baseline = 0.0, batch_size: int = 32,
               score: str = 'logits', progress: ProgressOption = None) -> NDArray:
@@ -377,6 +380,7 @@ def _box_slices(start, box) -> Tuple[slice, slice, slice]:
 
 # ----- feature ablation
 
+@serialized
 def feature_ablation(net, x, target: Target = None, feature_mask: FeatureMask = None, baseline: Baseline = 0.0,
                      batch_size: int = 32, score: str = 'logits', progress: ProgressOption = None) -> NDArray:
     """Feature ablation, as captum's ``FeatureAblation``: each feature group g in turn replaced by the baseline,
@@ -406,6 +410,7 @@ def feature_ablation(net, x, target: Target = None, feature_mask: FeatureMask = 
 
 # ----- Shapley value sampling
 
+@serialized
 def shapley_value_sampling(net, x, target: Target = None, feature_mask: FeatureMask = None,
                            baseline: Baseline = 0.0, n_samples: Optional[int] = 25, seed: Optional[int] = None,
                            batch_size: int = 32, score: str = 'logits', progress: ProgressOption = None) -> NDArray:
@@ -488,6 +493,7 @@ def _exact_shapley(coalitions: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 # ----- KernelSHAP and LIME
 
+@serialized
 def kernel_shap(net, x, target: Target = None, feature_mask: FeatureMask = None, n_samples: int = 256,
                 baseline: Baseline = 0.0, seed: Optional[int] = None, batch_size: int = 32, score: str = 'logits',
                 progress: ProgressOption = None) -> NDArray:
@@ -576,6 +582,7 @@ SURROGATES = ('lasso', 'ridge', 'linear')
 DISTANCES = ('cosine', 'euclidean')
 
 
+@serialized
 def lime(net, x, target: Target = None, feature_mask: FeatureMask = None, n_samples: int = 256,
          kernel_width: float = 1.0, baseline: Baseline = 0.0, seed: Optional[int] = None,
          surrogate='lasso', alpha: Optional[float] = None, distance: str = 'cosine', batch_size: int = 32,

@@ -24,6 +24,7 @@ from .gradients import _batched_gradients, _row_targets
 from .inputs import Target, as_batch, classes_for, score_head
 from .layers import resolve
 from .session import RoutedF, Session
+from .threads import serialized
 
 __all__ = ['deeplift', 'deeplift_shap', 'gradient_shap', 'lrp', 'Epsilon', 'Gamma', 'ZPlus', 'AlphaBeta',
            'LRP_RULES', 'LAYER_KINDS']
@@ -35,6 +36,7 @@ RESCALE_EPSILON = 1e-10  # captum's: below this |x - x0|, a DeepLIFT unit back-p
 # DeepLIFT
 
 
+@serialized
 def deeplift(net: Block, x, target: Target = None, baseline=None,
              score: str = 'logits') -> Tuple[NDArray, NDArray]:
     """DeepLIFT with the rescale rule (Shrikumar et al., "Learning Important Features Through Propagating
@@ -81,6 +83,7 @@ def deeplift(net: Block, x, target: Target = None, baseline=None,
     return attributions, _sum_per_row(attributions) - difference
 
 
+@serialized
 def deeplift_shap(net: Block, x, target: Target = None, baselines=None, batch_size: int = 32,
                   score: str = 'logits') -> Tuple[NDArray, NDArray]:
     """DeepLIFT-SHAP (Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017):
@@ -260,6 +263,7 @@ def _head_of_pairs(scored, target: Target, n: int) -> Tuple[NDArray, NDArray]:
 # GradientSHAP
 
 
+@serialized
 def gradient_shap(net: Block, x, target: Target = None, baselines=None, n_samples: int = 5, stdevs: float = 0.0,
                   seed: Optional[int] = None, batch_size: int = 32,
                   score: str = 'logits') -> Tuple[NDArray, NDArray]:
@@ -505,6 +509,7 @@ LRP_RULES = {rule.name: rule for rule in (Epsilon, Gamma, ZPlus, AlphaBeta)}
 RuleSpec = Union[str, Rule]
 
 
+@serialized
 def lrp(net: Block, x, target: Target = None, rules: Optional[Dict[object, RuleSpec]] = None,
         score: str = 'logits') -> NDArray:
     """Layer-wise Relevance Propagation (Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier

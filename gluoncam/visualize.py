@@ -12,10 +12,12 @@ from .explainer import Explainer
 from .inputs import Target
 from .layers import LayerRef, conv_like
 from .methods import METHODS
+from .threads import serialized
 
 Image = np.ndarray
 
 
+@serialized
 def visualize(net, preprocessed_img, orig_img, conv_layer_name: LayerRef, class_id: Target = None,
               colormap: int = cv2.COLORMAP_JET, alpha: float = 0.5):
     """Grad-CAM heatmap over the image, guided Grad-CAM and saliency, from one forward pass.

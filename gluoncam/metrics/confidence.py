@@ -18,11 +18,13 @@ from .. import maps as gluoncam_maps
 from ..explainer import Explainer
 from ..inputs import Target
 from ..perturbation import ProgressOption
+from ..threads import serialized
 from .faithfulness import _ProbabilityScorer, _setup
 
 __all__ = ['confidence_metrics', 'average_drop', 'increase_in_confidence', 'win', 'confidence_change']
 
 
+@serialized
 def confidence_metrics(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
                        probability: bool = True, scale: bool = True,
                        progress: ProgressOption = None) -> Dict[str, NDArray]:
@@ -71,6 +73,7 @@ def confidence_metrics(net, x, maps, target: Target = None, *, score: str = 'log
     return {name: _as_nd(value, x) for name, value in values.items()}
 
 
+@serialized
 def average_drop(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
                  probability: bool = True, scale: bool = True, progress: ProgressOption = None) -> NDArray:
     """Average Drop % (Chattopadhyay et al., Grad-CAM++, 2018), per image: ``100 max(0, Y - O) / Y`` with Y the
@@ -82,6 +85,7 @@ def average_drop(net, x, maps, target: Target = None, *, score: str = 'logits', 
     return _as_nd(_drop(full, masked[0]), x)
 
 
+@serialized
 def increase_in_confidence(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
                            probability: bool = True, scale: bool = True,
                            progress: ProgressOption = None) -> NDArray:
@@ -93,6 +97,7 @@ def increase_in_confidence(net, x, maps, target: Target = None, *, score: str = 
     return _as_nd(100.0 * (masked[0] > full), x)
 
 
+@serialized
 def confidence_change(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
                       probability: bool = True, scale: bool = True, progress: ProgressOption = None) -> NDArray:
     """pytorch-grad-cam's ``CamMultImageConfidenceChange``, per image: ``S(x * M) - S(x)``, the target's
@@ -105,6 +110,7 @@ def confidence_change(net, x, maps, target: Target = None, *, score: str = 'logi
     return _as_nd(masked[0] - full, x)
 
 
+@serialized
 def win(net, x, maps: Mapping[str, object], target: Target = None, *, score: str = 'logits',
         batch_size: int = 32, probability: bool = True, scale: bool = True,
         progress: ProgressOption = None) -> Dict[str, NDArray]:

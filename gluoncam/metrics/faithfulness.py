@@ -17,6 +17,7 @@ from mxnet.ndarray import NDArray
 from ..explainer import Explainer
 from ..inputs import Target, as_batch
 from ..perturbation import ProgressOption, _baseline, _check_score, _Scorer
+from ..threads import serialized
 from .maps import check_batch, pixel_maps
 
 __all__ = ['CurveResult', 'ROADResult', 'deletion', 'insertion', 'road', 'noisy_linear_imputation']
@@ -149,6 +150,7 @@ def _blurred(x: NDArray, sigma: float, radius: int) -> NDArray:
 
 # ----- deletion and insertion
 
+@serialized
 def deletion(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
              step: Step = None, substrate: Substrate = 'black', sigma: float = 5.0, radius: int = 5,
              probability: bool = True, progress: ProgressOption = None) -> CurveResult:
@@ -205,6 +207,7 @@ def deletion(net, x, maps, target: Target = None, *, score: str = 'logits', batc
                    progress, inserting=False)
 
 
+@serialized
 def insertion(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
               step: Step = None, substrate: Substrate = 'blur', sigma: float = 5.0, radius: int = 5,
               probability: bool = True, progress: ProgressOption = None) -> CurveResult:
@@ -258,6 +261,7 @@ def _ranks(orders: np.ndarray, x: NDArray) -> NDArray:
 
 # ----- ROAD
 
+@serialized
 def noisy_linear_imputation(x, keep, noise: float = 0.01, seed: Optional[int] = None) -> NDArray:
     """ROAD's noisy linear imputation (Rong et al., ICML 2022): every removed pixel takes the weighted mean of
     its 8 neighbours (edge neighbours 1/6, diagonal ones 1/12, over those inside the image), removed neighbours
@@ -368,6 +372,7 @@ def _check_percentiles(percentiles: Sequence[float]) -> Tuple[float, ...]:
     return values
 
 
+@serialized
 def road(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
          percentiles: Sequence[float] = ROAD_PERCENTILES, noise: float = 0.01, seed: Optional[int] = None,
          probability: bool = True, progress: ProgressOption = None) -> ROADResult:

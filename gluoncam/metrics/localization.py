@@ -14,6 +14,7 @@ from mxnet import nd
 from mxnet.ndarray import NDArray
 
 from ..inputs import Target, as_batch
+from ..threads import serialized
 from .maps import check_batch, pixel_maps
 
 __all__ = ['PointingGame', 'pointing_game', 'energy_pointing_game']
@@ -29,6 +30,7 @@ class PointingGame(NamedTuple):
     accuracy: float
 
 
+@serialized
 def pointing_game(net, x, maps, target: Target = None, *, boxes=None, masks=None,
                   tolerance: float = PAPER_TOLERANCE) -> PointingGame:
     """The pointing game (Zhang et al. 2016): a hit when the map's maximum, at the input's size, falls on the
@@ -85,6 +87,7 @@ def pointing_game(net, x, maps, target: Target = None, *, boxes=None, masks=None
     return PointingGame(hits, points, float(hits.mean().asscalar()))
 
 
+@serialized
 def energy_pointing_game(net, x, maps, target: Target = None, *, boxes=None, masks=None) -> NDArray:
     """The energy-based pointing game (Wang et al. 2020, Score-CAM): the share of the map's energy on the object,
 

@@ -5,8 +5,10 @@ from mxnet import nd
 from mxnet.ndarray import NDArray
 
 from .. import maps as gluoncam_maps
+from ..threads import serialized
 
 
+@serialized
 def pixel_maps(maps, size: Tuple[int, int], ctx=None) -> NDArray:
     """N x H x W maps (float32, on ``ctx`` or the maps' context) from a method's maps for N images of ``size``
     (height, width): N x h x w maps (CAMs) upsampled bilinearly (pixel centres aligned); N x C x H x W maps

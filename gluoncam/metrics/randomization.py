@@ -26,6 +26,7 @@ from ..explainer import Explainer
 from ..inputs import Target, as_batch, classes_for, describe_output, parameters
 from ..layers import LayerRef, resolve
 from ..nn import walk
+from ..threads import serialized
 from .maps import check_batch, pixel_maps
 
 __all__ = ['model_randomization', 'data_randomization', 'random_map', 'map_similarity', 'ModelRandomization',
@@ -111,6 +112,7 @@ class DataRandomization:
 # The model-parameter randomization test
 
 
+@serialized
 def model_randomization(net: Block, x, explain: Explain, target: Target = None, mode: str = 'cascading',
                         layers: Optional[Sequence[LayerRef]] = None, seed: int = 0, init: Init = 'normal',
                         keep_maps: bool = False, hog_options: Optional[dict] = None) -> ModelRandomization:
@@ -294,6 +296,7 @@ def _randomize(block: Block, rng: np.random.Generator, init: Init) -> None:
 # The data randomization test
 
 
+@serialized
 def data_randomization(net: Block, random_label_net: Block, x, explain: Explain, target: Target = None,
                        keep_maps: bool = False, hog_options: Optional[dict] = None) -> DataRandomization:
     """The data randomization test (Adebayo et al. 2018, section 3.2): the method's maps on ``net`` against
@@ -345,6 +348,7 @@ def data_randomization(net: Block, random_label_net: Block, x, explain: Explain,
 # The random baseline
 
 
+@serialized
 def random_map(net: Block, x, target: Target = None, seed: int = 0, score: str = 'logits') -> NDArray:
     """A map of uniform noise in [0, 1), N x H x W, float32 on the input's context: the floor every metric table
     must beat (a method scoring like it explains nothing). Ignores the network, ``target`` and ``score``
@@ -360,6 +364,7 @@ def random_map(net: Block, x, target: Target = None, seed: int = 0, score: str =
 # The similarities
 
 
+@serialized
 def map_similarity(first, second, size: Optional[Tuple[int, int]] = None,
                    hog_options: Optional[dict] = None) -> Dict[str, NDArray]:
     """The four similarities of Adebayo et al. (2018, Figure 4) between two maps of each image, per image.

@@ -16,6 +16,7 @@ from ..explainer import Explainer
 from ..gradients import _row_targets
 from ..inputs import Target, as_batch
 from ..perturbation import _baseline, _check_score, _Scorer
+from ..threads import serialized
 from .maps import check_batch, pixel_maps
 
 __all__ = ['infidelity', 'max_sensitivity']
@@ -27,6 +28,7 @@ PAPER_SQUARE_SIDES = 10  # the paper's square removal: sides 1..10 on 28 x 28 MN
 
 # ----- infidelity
 
+@serialized
 def infidelity(net, x, maps, target: Target = None, *, score: str = 'logits', batch_size: int = 32,
                perturbation: Perturbation = 'gaussian', n_perturb_samples: int = 10, stdev: float = 0.003,
                square_sizes: Optional[Sequence[int]] = None, baseline=0.0, normalize: bool = False,
@@ -225,6 +227,7 @@ def _called(perturbation: Callable, rng: np.random.Generator):
 NORMS = "'fro' or a number p >= 1 (np.inf for the largest absolute value)"
 
 
+@serialized
 def max_sensitivity(net, x, maps=None, target: Target = None, *, explain: Callable, score: str = 'logits',
                     batch_size: int = 32, radius: float = 0.02, n_perturb_samples: int = 10,
                     norm: Union[str, float] = 'fro', seed: Optional[int] = None) -> NDArray:
