@@ -252,15 +252,20 @@ def _curves_figure(Figure, found: Evaluation):
             if kind in by_kind:
                 axis.plot(found.fractions[kind], np.concatenate(by_kind[kind]).mean(axis=0), label=method)
         axis.set(title=f'{kind} (mean over images)', xlabel='fraction of pixels', ylabel='target probability')
-        axis.legend(fontsize=8)
+    handles, labels = axis.get_legend_handles_labels()
+    figure.tight_layout()
+    # beside the axes, where it hides no curve: up to 15 methods a column
+    figure.legend(handles, labels, loc='upper left', bbox_to_anchor=(1.0, 0.95), fontsize=8,
+                  ncol=1 + (len(labels) - 1) // 15)
     return figure
 
 
 def _values_figure(Figure, stats):
     values = list(stats)
-    columns = min(3, len(values))
+    columns = min(3 if len(stats[values[0]]) <= 12 else 2, len(values))  # fewer, wider panels for many bars
     rows = -(-len(values) // columns)
-    figure = Figure(figsize=(5 * columns, 3.5 * rows))
+    width = max(5.0, 0.3 * len(stats[values[0]]))
+    figure = Figure(figsize=(width * columns, 3.5 * rows))
     best = best_methods(stats)
     for k, value in enumerate(values):
         axis = figure.add_subplot(rows, columns, k + 1)
