@@ -45,7 +45,7 @@ def test_committed_notebook_holds_a_clean_full_run(name):
     assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), 'not run top to bottom'
     assert not [output for cell in code for output in cell.outputs if output.output_type == 'error']
     assert _figures(notebook) >= 1
-    assert 'TBD' not in ''.join(cell.source for cell in notebook.cells)
+    assert not re.search(r'TBD|RESULTS_[A-Z]', ''.join(cell.source for cell in notebook.cells)), 'a placeholder left'
 
 
 TRAINED = {'mnist_saliency': 5, 'fashion_mnist_gradcam_pp': 25, 'fashion_mnist_layers': 8}
@@ -63,6 +63,19 @@ def test_quoted_accuracy_is_the_one_the_full_run_printed(name, epochs):
     readme = open(os.path.join(REPO, 'README.md')).read()
     item = next(item for item in readme.split('\n- ') if f'(tutorials/{name}.ipynb)' in item)
     assert f'test accuracy {printed[0]}' in ' '.join(item.split())
+
+
+def test_which_map_to_trust_quotes_only_numbers_its_run_printed():
+    """Every number of the conclusions (a decimal with at least two digits after the point) is in the outputs."""
+    notebook = _read('which_map_to_trust')
+    printed = _output_text(notebook) + '\n'.join(
+        output.get('data', {}).get('text/markdown', '') for cell in notebook.cells if cell.cell_type == 'code'
+        for output in cell.outputs)
+    first_result = next(k for k, cell in enumerate(notebook.cells) if cell.cell_type == 'code' and cell.outputs)
+    quoted = [number for cell in notebook.cells[first_result:] if cell.cell_type == 'markdown'
+              for number in re.findall(r'-?\d+\.\d{2,}', cell.source)]
+    assert len(quoted) >= 10
+    assert [number for number in quoted if number not in printed] == []
 
 
 @pytest.mark.parametrize('name', run.NOTEBOOKS)

@@ -16,7 +16,8 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NOTEBOOKS = ('quickstart', 'mnist_saliency', 'fashion_mnist_gradcam_pp', 'fashion_mnist_layers', 'imagenet_vgg16')
+NOTEBOOKS = ('quickstart', 'mnist_saliency', 'fashion_mnist_gradcam_pp', 'fashion_mnist_layers', 'imagenet_vgg16',
+             'which_map_to_trust')
 
 
 def execute(name: str, fast: bool, env: Optional[Dict[str, str]] = None) -> nbformat.NotebookNode:
