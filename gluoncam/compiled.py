@@ -12,7 +12,6 @@ A normal-mode explanation needs no ReLU rule, so its recorded forward pass can b
 against the imperative recording before it is used.
 """
 import json
-import threading
 import warnings
 from typing import Dict, List, Optional, Sequence
 
@@ -212,16 +211,15 @@ class Recording:
         self.block, self.graph, self.params, self.layers = block, graph, params, layers
         self.bounds, self.has_logits, self.train_mode = bounds, has_logits, train_mode
         self.checked = False
-        # One thread at a time, holding it from forward to the last backward: a hybridized block builds its cached
-        # op on first use, its static memory is shared by the calls, and recording marks the input arrays kept
-        # below (in MXNet's autograd), which two recordings at once must not do.
-        self.lock = threading.RLock()
+        # Used by one thread at a time, from forward to the last backward (callers hold gluoncam.threads.lock): a
+        # hybridized block builds its cached op on first use, its static memory is shared by the calls, and
+        # recording marks the input arrays kept below (in MXNet's autograd), which two recordings must not do.
         self._shapes: Dict[tuple, tuple] = {}
         self._detached: Dict[mx.Context, tuple] = {}
         self._bound_arrays: Dict[tuple, List[NDArray]] = {}
 
     def forward(self, x: NDArray):
-        """Run the graph on ``x`` (a leaf), while recording and holding ``lock``: (output, scored output,
+        """Run the graph on ``x`` (a leaf), while recording (holding ``gluoncam.threads.lock``): (output, scored output,
         activations, probes)."""
         probe_shapes, bound_shapes = self._input_shapes(x.shape)
         probes = [as_leaf(nd.zeros(shape, ctx=x.context, dtype=x.dtype)) for shape in probe_shapes]

@@ -224,35 +224,32 @@ class _Recordings:
     A one-off call is faster imperatively (tracing and planning a graph cost about one pass), so a recording is
     built at the second call with the same layers and score; that call also runs imperatively, and the recording
     is used from then on if both agreed. The latest few recordings of a network are kept (each holds the memory
-    of its graph).
+    of its graph). Used only by :meth:`Explainer.backprop_each`, under ``gluoncam.threads.lock``.
     """
     KEPT = 4
-    _lock = threading.Lock()
     _by_net: 'weakref.WeakKeyDictionary[Block, OrderedDict]' = weakref.WeakKeyDictionary()
     SEEN, NEVER = 'seen once', 'not compiled'
 
     @classmethod
     def get(cls, net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
         key = (tuple(map(id, layers)), score)  # ids: a net's blocks live as long as it, and must not keep it alive
-        with cls._lock:
-            entries = cls._by_net.setdefault(net, OrderedDict())
-            entry = entries.get(key)
-            if entry is None:
-                entries[key] = cls.SEEN
-            elif entry is cls.SEEN:
-                entry = entries[key] = _built(net, layers, score) or cls.NEVER
-            entries.move_to_end(key)
-            built = [k for k, e in entries.items() if isinstance(e, compiled.Recording)]
-            for old in built[:-cls.KEPT]:
-                entries[old] = cls.SEEN
-            while len(entries) > 64:
-                entries.popitem(last=False)
-            return entry if isinstance(entry, compiled.Recording) else None
+        entries = cls._by_net.setdefault(net, OrderedDict())
+        entry = entries.get(key)
+        if entry is None:
+            entries[key] = cls.SEEN
+        elif entry is cls.SEEN:
+            entry = entries[key] = _built(net, layers, score) or cls.NEVER
+        entries.move_to_end(key)
+        built = [k for k, e in entries.items() if isinstance(e, compiled.Recording)]
+        for old in built[:-cls.KEPT]:
+            entries[old] = cls.SEEN
+        while len(entries) > 64:
+            entries.popitem(last=False)
+        return entry if isinstance(entry, compiled.Recording) else None
 
     @classmethod
     def reject(cls, net: Block, layers: tuple, score: str) -> None:
-        with cls._lock:
-            cls._by_net.setdefault(net, OrderedDict())[(tuple(map(id, layers)), score)] = cls.NEVER
+        cls._by_net.setdefault(net, OrderedDict())[(tuple(map(id, layers)), score)] = cls.NEVER
 
 
 def _built(net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
@@ -266,18 +263,17 @@ def _compiled_backprop(recording: compiled.Recording, x: NDArray, targets: Seque
                        names: List[str]) -> List[Backprop]:
     """:meth:`Explainer.backprop_each` in normal mode, by a compiled recording."""
     x = as_leaf(x.detach())
-    with recording.lock:
-        with autograd.record(train_mode=False):
-            output, scored, activations, probes = recording.forward(x)
-            heads = [score_head(scored, target) for target in targets]
-        activations = {name: activation.detach() for name, activation in zip(names, activations)}
-        results, inference_output = [], output.detach()
-        for k, (head, head_grad, classes) in enumerate(heads):
-            last = k == len(heads) - 1
-            autograd.backward([head], [head_grad], retain_graph=not last, train_mode=recording.train_mode)
-            kept = (lambda grad: grad) if last else (lambda grad: grad.copy())  # the next backward writes there
-            gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
-            results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
+    with autograd.record(train_mode=False):
+        output, scored, activations, probes = recording.forward(x)
+        heads = [score_head(scored, target) for target in targets]
+    activations = {name: activation.detach() for name, activation in zip(names, activations)}
+    results, inference_output = [], output.detach()
+    for k, (head, head_grad, classes) in enumerate(heads):
+        last = k == len(heads) - 1
+        autograd.backward([head], [head_grad], retain_graph=not last, train_mode=recording.train_mode)
+        kept = (lambda grad: grad) if last else (lambda grad: grad.copy())  # the next backward writes there
+        gradients = {'normal': {name: kept(probe.grad) for name, probe in zip(names, probes)}}
+        results.append(Backprop(inference_output, classes, activations, gradients, {'normal': kept(x.grad)}))
     return results
 
 
