@@ -55,7 +55,7 @@ def run_on_dask(args: argparse.Namespace, address: str, todo: Sequence[Item],
         futures = [client.submit(explain_task, shipped, out, [replace(item, path=os.path.abspath(item.path))
                                                               for item in batch], pure=False)
                    for batch in batches(todo, args.batch_size)]
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):  # default_client() may be another Client
             consume(future.result())
     finally:
         client.close()
