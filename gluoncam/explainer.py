@@ -4,7 +4,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from mxnet import autograd
 from mxnet.base import MXNetError
@@ -160,11 +160,14 @@ class Explainer:
     def _recorded(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
                   score: str, replacements: Optional[Dict[int, Callable]] = None) -> List[Backprop]:
         """:meth:`backprop_each` by an imperative recording, cut for the modes' rules (see ``session.py``)."""
-        with self, Session(blocks.values(), replacements, relu_cuts=relu_cuts_for(modes)) as session:
-            with autograd.record(train_mode=False):
-                output = self.net(session.make_input(x))
-                scored = _scored(session, output, score)
-                heads = [score_head(scored, target) for target in targets]
+        relu_cuts = relu_cuts_for(modes)
+        shared = _shared_outputs.setdefault(self.net, {}).get(relu_cuts) if relu_cuts else frozenset()
+        session, output, heads = self._record(x, targets, blocks, score, replacements, relu_cuts, shared)
+        if shared is None:  # the network's first recording cut this way: find where else to cut
+            shared = _shared_outputs[self.net][relu_cuts] = session.shared_blocks(heads[0][0])
+            if shared:  # and record again, cut there as every later call is, so that all sum in the same order
+                del session, output, heads
+                session, output, heads = self._record(x, targets, blocks, score, replacements, relu_cuts, shared)
         self._check_ran(session, blocks)
         _check_escapes(self.net, session, heads[0][0], modes)
         activations = {name: session.captures[id(block)].leaf.detach() for name, block in blocks.items()}
@@ -179,6 +182,17 @@ class Explainer:
                 input_gradients[mode] = session.gradient(session.input)
             results.append(Backprop(inference_output, classes, activations, gradients, input_gradients))
         return results
+
+    def _record(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], score: str,
+                replacements: Optional[Dict[int, Callable]], relu_cuts: Optional[str],
+                shared: Optional[FrozenSet[int]]) -> tuple:
+        """The recorded forward pass: (session, output, one (head, head gradient, classes) per target)."""
+        with self, Session(blocks.values(), replacements, relu_cuts, shared) as session:
+            with autograd.record(train_mode=False):
+                output = self.net(session.make_input(x))
+                scored = _scored(session, output, score)
+                heads = [score_head(scored, target) for target in targets]
+        return session, output, heads
 
     @serialized
     def forward(self, x, layers: Sequence[LayerRef] = (), replace=None, score: str = 'logits'):
@@ -306,6 +320,8 @@ def _detached(output):
 # 'ReLU' too, which needs a recording with its ReLUs cut). Inspecting a recording is done once per network and
 # kind: MXNet's Symbol.tojson leaks about 2 KB a call.
 _escapes_found: 'weakref.WeakKeyDictionary[Block, Dict[str, list]]' = weakref.WeakKeyDictionary()
+# per network and way of cutting ReLUs, the blocks whose outputs a recording also cuts (see session.py)
+_shared_outputs: 'weakref.WeakKeyDictionary[Block, Dict[str, FrozenSet[int]]]' = weakref.WeakKeyDictionary()
 
 
 def _check_escapes(net: Block, session: Session, head: NDArray, modes: Tuple[str, ...]) -> None:

@@ -12,10 +12,16 @@ sweeps, one per backward mode. How ReLUs are cut depends on the modes (:func:`re
   its positive part.
 - ``'output'`` (any mode, deconvnet included, which needs the gradient before the ReLU's mask): the ReLU runs
   outside the recording and its output is the leaf; the rule is applied by :func:`relu_backward`.
+
+A sweep back-propagates each piece down to the leaves, so a value that two pieces read (the input of a residual
+block, read by the block's body and by its sum) would be back-propagated twice, with everything before it down to
+the previous cut. Recordings cut at ReLUs therefore also cut the outputs of such *shared* blocks, found once per
+network from the recorded graph (:meth:`Session.shared_blocks`).
 """
+import json
 import threading
 import weakref
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, FrozenSet, List, Optional
 
 import mxnet as mx
 from mxnet import autograd, nd
@@ -210,12 +216,13 @@ class Session(_ThreadActive):
     entered it. Outside ``autograd.record`` it runs the same inference function without cuts (forward-only passes,
     and Score-CAM's and Ablation-CAM's where the network cannot be compiled); ``replace`` maps ``id(block)`` to a
     function applied to that block's output. ``relu_cuts`` is None, ``'input'`` or ``'output'`` (see the module's
-    docstring and :func:`relu_cuts_for`).
+    docstring and :func:`relu_cuts_for`). ``shared_outputs``: the ids of the blocks whose outputs a recording cut
+    at ReLUs also cuts, or None to find them (:meth:`shared_blocks`).
     """
     F_kind = nd
 
     def __init__(self, captured_blocks=(), replace: Optional[Dict[int, Callable]] = None,
-                 relu_cuts: Optional[str] = 'output'):
+                 relu_cuts: Optional[str] = 'output', shared_outputs: Optional[FrozenSet[int]] = None):
         if relu_cuts not in (None, 'input', 'output'):
             raise ValueError(f"relu_cuts must be None, 'input' or 'output', got {relu_cuts!r}")
         self.relu_cuts = relu_cuts
@@ -230,11 +237,14 @@ class Session(_ThreadActive):
         self._block_stack: list = []
         self._totals: Dict[int, NDArray] = {}
         self._borrowed: set = set()  # totals that are still their leaf's gradient buffer
-        self._bounds: Dict[tuple, NDArray] = {}  # ReLU6's upper bound, by shape
+        self._bounds: Dict[tuple, NDArray] = {}  # ReLU6's upper bound, by context, type and value
+        self.shared_outputs = shared_outputs
+        self._outputs: list = []  # (block, recorded output) while looking for shared outputs
+        self._leaf_ids: set = set()
 
     # ----- forward: called from blocks while recording
     def make_input(self, x: NDArray) -> NDArray:
-        self.input = as_leaf(x.detach())
+        self.input = self._leaf(x.detach())
         return self.input
 
     def run_block(self, block, hybrid_forward: Callable, x, args, params):
@@ -250,19 +260,23 @@ class Session(_ThreadActive):
             out = self.replace[id(block)](out)
         if id(block) in self.captured:
             out = self._capture(block, out)
+        if self.relu_cuts is not None and autograd.is_recording() and isinstance(out, NDArray) \
+                and id(out) not in self._leaf_ids:
+            if self.shared_outputs is None:
+                self._outputs.append((block, out))
+            elif id(block) in self.shared_outputs:
+                out = self._cut(_Cut(out, out.detach(), block))
         return out
 
     def relu(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
         if not autograd.is_recording() or self.relu_cuts is None:
             return self._rectify(x, upper)
         if self.relu_cuts == 'input':
-            leaf = as_leaf(x.detach())
-            self.cuts.append(_Cut(x, leaf, self._current_block(), rule='relu input'))
+            leaf = self._cut(_Cut(x, x.detach(), self._current_block(), rule='relu input'))
             return self._rectify(leaf, upper)
         with autograd.pause():
             y = nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
-        self.cuts.append(_Cut(x, as_leaf(y), self._current_block(), rule='relu output', upper=upper))
-        return y
+        return self._cut(_Cut(x, y, self._current_block(), rule='relu output', upper=upper))
 
     def _rectify(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
         """``relu(x)``, or ``min(upper, relu(x))``, with the gradient of the normal mode: ``[0 < x < upper]``."""
@@ -272,11 +286,12 @@ class Session(_ThreadActive):
             return rectified
         # Not clip, whose gradient passes at x == 0 and x == upper (PyTorch's ReLU6 stops it there, as the rule
         # does): the bound comes first since MXNet gives a tie's gradient to the first argument; an array of the
-        # same shape, since broadcasting is three times slower.
-        key = (x.shape, x.context, x.dtype, upper)
-        if key not in self._bounds:
-            self._bounds[key] = nd.full(x.shape, upper, ctx=x.context, dtype=x.dtype)
-        return nd.minimum(self._bounds[key], rectified)
+        # same shape, since broadcasting is three times slower; a view of one array per call, filled once.
+        key = (x.context, x.dtype, upper)
+        bound = self._bounds.get(key)
+        if bound is None or bound.size < x.size:
+            bound = self._bounds[key] = nd.full((x.size,), upper, ctx=x.context, dtype=x.dtype)
+        return nd.minimum(bound[:x.size].reshape(x.shape), rectified)
 
     def remember_logits(self, probabilities: NDArray, logits: NDArray) -> NDArray:
         self.softmax_inputs[id(probabilities)] = (probabilities, logits)
@@ -297,10 +312,34 @@ class Session(_ThreadActive):
         if id(block) in self.captures:
             raise ValueError(f"layer {block.name!r} runs more than once in one forward pass, so its output "
                              "and gradient are ambiguous; capture a block that runs once")
-        cut = _Cut(out, as_leaf(out.detach()), block)
-        self.cuts.append(cut)
+        cut = _Cut(out, out.detach(), block)
         self.captures[id(block)] = cut
-        return cut.leaf
+        return self._cut(cut)
+
+    def _cut(self, cut: _Cut) -> NDArray:
+        """Make ``cut.leaf`` a leaf of the recording, swept after every later cut; return it."""
+        self.cuts.append(cut)
+        return self._leaf(cut.leaf)
+
+    def _leaf(self, value: NDArray) -> NDArray:
+        self._leaf_ids.add(id(value))
+        return as_leaf(value)
+
+    def shared_blocks(self, head: NDArray) -> FrozenSet[int]:
+        """The ids of the blocks whose outputs to cut so that no two pieces of this recording (made with
+        ``shared_outputs`` None, and the piece ending at ``head``) back-propagate the same op: from the last
+        output to the first, each that two pieces would still reach."""
+        inputs: Dict[str, List[str]] = {}  # the recorded graph: node name -> its inputs' names
+        heads = []
+        for piece_head in [cut.head for cut in self.cuts if not self.is_leaf(cut.head)] + [head]:
+            heads.append(_add_recorded(piece_head, inputs))
+        outputs = [(block, _add_recorded(out, inputs)) for block, out in self._outputs]
+        cuts: List[str] = []
+        for _, name in reversed(outputs):
+            if name in inputs and name not in cuts and \
+                    sum(name in _reached(start, inputs, cuts) for start in heads + cuts) > 1:
+                cuts.append(name)
+        return frozenset(id(block) for block, name in outputs if name in cuts)
 
     def _current_block(self):
         return self._block_stack[-1] if self._block_stack else None
@@ -367,7 +406,7 @@ class Session(_ThreadActive):
         return [self.input] + [cut.leaf for cut in self.cuts]
 
     def is_leaf(self, array: NDArray) -> bool:
-        return any(array is leaf for leaf in self._leaves())
+        return id(array) in self._leaf_ids  # leaves live as long as the session
 
     def reached(self, block) -> bool:
         """Whether the last sweep reached the captured block's output."""
@@ -376,6 +415,34 @@ class Session(_ThreadActive):
     def recorded_pieces(self):
         """(block after which the piece ends, head) for every recorded piece, for inspecting escaped ops."""
         return [(cut.block, cut.head) for cut in self.cuts if not self.is_leaf(cut.head)]
+
+
+def _add_recorded(array: NDArray, inputs: Dict[str, List[str]]) -> Optional[str]:
+    """Add the graph recorded up to ``array`` (back to the leaves) to ``inputs``; the name of ``array``'s node,
+    None if it was not recorded."""
+    try:
+        graph = json.loads(autograd.get_symbol(array).tojson())
+    except mx.base.MXNetError:
+        return None
+    names = [node['name'] for node in graph['nodes']]
+    for node in graph['nodes']:
+        if node['op'] != 'null':
+            inputs[node['name']] = [names[entry[0]] for entry in node['inputs']]
+    return names[graph['heads'][0][0]]
+
+
+def _reached(start: Optional[str], inputs: Dict[str, List[str]], cuts: List[str]) -> set:
+    """The nodes that back-propagating from ``start`` reaches, stopping at ``cuts``."""
+    reached, stack = {start}, [start]
+    while stack:
+        name = stack.pop()
+        if name in cuts and name != start:
+            continue
+        for source in inputs.get(name, ()):
+            if source not in reached:
+                reached.add(source)
+                stack.append(source)
+    return reached
 
 
 def as_leaf(value: NDArray) -> NDArray:

@@ -3,9 +3,11 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, nd
+from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as stock
 
 import gluoncam
+from gluoncam.explainer import _shared_outputs as shared_outputs
 from conftest import batch, parameters_untouched, small_net
 
 
@@ -84,17 +86,19 @@ def relu_net():
     return net
 
 
+RULES = {'normal': lambda g, z: g * (z > 0),
+         'guided': lambda g, z: np.maximum(g, 0) * (z > 0),
+         'deconv': lambda g, z: np.maximum(g, 0)}
+
+
 def hand_rules(net, x, cls):
     w1, b1 = net[0].weight.data().asnumpy(), net[0].bias.data().asnumpy()
     w2, b2 = net[1].weight.data().asnumpy(), net[1].bias.data().asnumpy()
     w3 = net[3].weight.data().asnumpy()
     z1 = w1 @ x + b1
     z2 = w2 @ np.maximum(z1, 0) + b2
-    rules = {'normal': lambda g, z: g * (z > 0),
-             'guided': lambda g, z: np.maximum(g, 0) * (z > 0),
-             'deconv': lambda g, z: np.maximum(g, 0)}
     out = {}
-    for mode, rule in rules.items():
+    for mode, rule in RULES.items():
         g = rule(w3[cls], z2)
         g = rule(w2.T @ g, z1)
         out[mode] = w1.T @ g
@@ -112,6 +116,65 @@ def test_backward_modes_match_hand_computed_rules(seed):
         for mode in ('normal', 'guided', 'deconv'):
             got = result.input_gradients[mode].asnumpy()[i]
             np.testing.assert_allclose(got, expected[mode], rtol=1e-5, atol=1e-6, err_msg=mode)
+
+
+class Skip(HybridBlock):
+    """``relu(dense(x)) + x``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.dense = gluoncam.Dense(4, in_units=4)
+
+    def hybrid_forward(self, F, x):
+        return F.relu(self.dense(x)) + x
+
+
+def skip_net():
+    """The skip's input, a linear layer's output, is read by two pieces of a recording cut at ReLUs (the one ending
+    at the skip's ReLU and the last one), however the ReLUs are cut."""
+    net = stock.HybridSequential()
+    net.add(gluoncam.Dense(4, activation='relu', in_units=3), gluoncam.Dense(4, in_units=4), Skip(),
+            gluoncam.Dense(2, in_units=4))
+    net.initialize(mx.init.Normal(1.0))
+    return net
+
+
+def hand_rules_with_skip(net, x, cls):
+    (w1, b1), (w2, b2), (w3, b3) = [(dense.weight.data().asnumpy(), dense.bias.data().asnumpy())
+                                    for dense in (net[0], net[1], net[2].dense)]
+    w4 = net[3].weight.data().asnumpy()
+    z1 = w1 @ x + b1
+    z3 = w3 @ (w2 @ np.maximum(z1, 0) + b2) + b3
+    out = {}
+    for mode, rule in RULES.items():
+        g = w4[cls]
+        g = w3.T @ rule(g, z3) + g  # the skip adds the gradient of the sum
+        out[mode] = w1.T @ rule(w2.T @ g, z1)
+    return out
+
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('modes', [('normal', 'guided'), ('normal', 'guided', 'deconv')])
+def test_a_value_two_pieces_read_is_cut_and_back_propagated_once(seed, modes):
+    """The first recording finds the skip's input read by two pieces; the recordings that count cut it there.
+    Every call gives the hand-computed rules."""
+    mx.random.seed(seed)
+    net = skip_net()
+    x = np.random.RandomState(seed).randn(3, 3).astype(np.float32)
+    explainer = gluoncam.Explainer(net)
+    results = []
+    for call in range(2):
+        result = explainer.backprop(x, [0, 1, 0], modes=modes)
+        results.append(result.input_gradients)
+        for i in range(3):
+            expected = hand_rules_with_skip(net, x[i], [0, 1, 0][i])
+            for mode in modes:
+                np.testing.assert_allclose(result.input_gradients[mode].asnumpy()[i], expected[mode], rtol=1e-5,
+                                           atol=1e-6, err_msg=f'call {call}, {mode}')
+        assert list(shared_outputs[net].values()) == [{id(net[1])}]
+    for mode in modes:  # the first call records again once it knows where to cut: the same sums, bit for bit
+        np.testing.assert_array_equal(results[0][mode].asnumpy(), results[1][mode].asnumpy())
 
 
 def test_normal_mode_equals_plain_autograd_with_inference_layers(net, x):
