@@ -196,8 +196,10 @@ def print_table(model: str, batch: int, results: list) -> None:
 
 # ----- peak memory, each measurement in a fresh process
 MEMORY = {
+    'floor of IG: 50 rows of plain hybridized forward + input-only backward, batch 16': 'floor:16',
     'integrated gradients, 50 steps, batch_size 16': 'ig:16',
     'integrated gradients, 50 steps, batch_size 50': 'ig:50',
+    'floor of Score-CAM: 513 rows of plain hybridized forward, batch 16': 'scorefloor:16',
     'Score-CAM, 512 channels, batch_size 16': 'scorecam:16',
     'Score-CAM, 512 channels, batch_size 64': 'scorecam:64',
 }
@@ -208,7 +210,11 @@ def child(task: str) -> None:
     net, layer = load('vgg16')
     x = nd.array(np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32))
     start = time.perf_counter()
-    if kind == 'ig':
+    if kind == 'floor':
+        forward_backwards(net, nd.repeat(x, 50, axis=0), 1, int(batch))
+    elif kind == 'scorefloor':
+        forwards(net, nd.repeat(x, 513, axis=0), int(batch))
+    elif kind == 'ig':
         gradients.integrated_gradients(net, x, steps=50, batch_size=int(batch))[0].wait_to_read()
     else:
         cams.cam(net, x, layer, 'scorecam', batch_size=int(batch)).wait_to_read()
