@@ -15,8 +15,8 @@ scores at both ends for the completeness error). Score-CAM's floor is one forwar
 activations) and one per channel and image. Ablation-CAM's is given as the whole-network forward passes it avoids
 (its ratio is below 1) and as the time of the imperative full-network passes it used before.
 
-Each measurement runs once untimed (first calls build MKLDNN primitives), then ``--repeats`` times; the minimum
-is reported, and every timing waits for MXNet's engine. Score-CAM and Ablation-CAM run over the first channels
+Each measurement runs once untimed (first calls build MKLDNN primitives), then ``--repeats`` times, alternating
+with its floor; the minimum is reported, and every timing waits for MXNet's engine. Score-CAM and Ablation-CAM run over the first channels
 only (``--score-rows`` rows in all, so the time stays minutes at batch 8); the ratio does not depend on the count.
 """
 import argparse
@@ -72,6 +72,22 @@ def load(model: str):
     net.collect_params().setattr('grad_req', 'null')  # the floors compute input gradients only; gluoncam always
     net.hybridize(static_alloc=True)                   # the floors run hybridized; gluoncam pauses it per call
     return net, layer
+
+
+def timed_pair(first, second, repeats: int) -> tuple:
+    """The minimum times of two works run alternately (each once untimed first), so that the machine's drift
+    between runs weighs on both alike."""
+    for fn in (first, second):
+        fn()
+        nd.waitall()
+    best = [float('inf'), float('inf')]
+    for _ in range(repeats):
+        for i, fn in enumerate((first, second)):
+            start = time.perf_counter()
+            fn()
+            nd.waitall()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return tuple(best)
 
 
 def timed(fn, repeats: int) -> float:
@@ -180,7 +196,7 @@ def measure(model: str, batch: int, args) -> list:
     for name, method, floor in work:
         if args.only not in name:
             continue
-        floor_time, method_time = timed(floor, args.repeats), timed(method, args.repeats)
+        floor_time, method_time = timed_pair(floor, method, args.repeats)
         print(f"  {model} batch {batch}: {name}: {method_time:.3f} s, floor {floor_time:.3f} s", flush=True)
         results.append((name, method_time, floor_time))
     return results
