@@ -144,13 +144,14 @@ class Explainer:
                 else None
             if recording is None:
                 return self._recorded(x, targets, blocks, modes, score, replacements)
+            # the imperative check first: its recording is freed before the graph allocates its memory
+            expected = None if recording.checked else self._recorded(x, targets, blocks, modes, score)
             try:
                 results = _compiled_backprop(recording, x, targets, list(blocks))
             except MXNetError:  # a graph MXNet cannot run for this input: the imperative recording can
                 _Recordings.reject(self.net, captured, score)
-                return self._recorded(x, targets, blocks, modes, score)
-            if not recording.checked:
-                expected = self._recorded(x, targets, blocks, modes, score)
+                return expected or self._recorded(x, targets, blocks, modes, score)
+            if expected is not None:
                 if not all(map(_same, results, expected)):
                     _Recordings.reject(self.net, captured, score)
                     return expected
