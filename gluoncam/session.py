@@ -21,6 +21,7 @@ network from the recorded graph (:meth:`Session.shared_blocks`).
 import json
 import threading
 import weakref
+from collections import Counter
 from typing import Callable, Dict, FrozenSet, List, Optional
 
 import mxnet as mx
@@ -334,9 +335,10 @@ class Session(_ThreadActive):
         for piece_head in [cut.head for cut in self.cuts if not self.is_leaf(cut.head)] + [head]:
             heads.append(_add_recorded(piece_head, inputs))
         outputs = [(block, _add_recorded(out, inputs)) for block, out in self._outputs]
+        readers = Counter(name for start in heads for name in _reached(start, inputs, []))
         cuts: List[str] = []
-        for _, name in reversed(outputs):
-            if name in inputs and name not in cuts and \
+        for _, name in reversed(outputs):  # a cut only takes readers away: check those that two pieces read now
+            if readers[name] > 1 and name in inputs and name not in cuts and \
                     sum(name in _reached(start, inputs, cuts) for start in heads + cuts) > 1:
                 cuts.append(name)
         return frozenset(id(block) for block, name in outputs if name in cuts)
