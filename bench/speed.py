@@ -16,8 +16,9 @@ activations) and one per channel and image. Ablation-CAM's is given as the whole
 (its ratio is below 1) and as the time of the imperative full-network passes it used before.
 
 Each measurement runs once untimed (first calls build MKLDNN primitives), then ``--repeats`` times, alternating
-with its floor; the minimum is reported, and every timing waits for MXNet's engine. Score-CAM and Ablation-CAM run over the first channels
-only (``--score-rows`` rows in all, so the time stays minutes at batch 8); the ratio does not depend on the count.
+with its floor; the minimum is reported, and every timing waits for MXNet's engine. Score-CAM and Ablation-CAM run
+over the first channels only (``--score-rows`` rows in all, so the time stays minutes at batch 8); the ratio does
+not depend on the count.
 """
 import argparse
 import os
@@ -74,32 +75,24 @@ def load(model: str):
     return net, layer
 
 
-def timed_pair(first, second, repeats: int) -> tuple:
-    """The minimum times of two works run alternately (each once untimed first), so that the machine's drift
-    between runs weighs on both alike."""
-    for fn in (first, second):
+def timed_alternately(works, repeats: int) -> list:
+    """The minimum time of each work, run in turn ``repeats`` times (each once untimed first), so that the
+    machine's drift between runs weighs on all alike."""
+    for fn in works:
         fn()
         nd.waitall()
-    best = [float('inf'), float('inf')]
+    best = [float('inf')] * len(works)
     for _ in range(repeats):
-        for i, fn in enumerate((first, second)):
+        for i, fn in enumerate(works):
             start = time.perf_counter()
             fn()
             nd.waitall()
             best[i] = min(best[i], time.perf_counter() - start)
-    return tuple(best)
+    return best
 
 
 def timed(fn, repeats: int) -> float:
-    fn()
-    nd.waitall()
-    best = float('inf')
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        nd.waitall()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return timed_alternately([fn], repeats)[0]
 
 
 # ----- floors: plain MXNet on the hybridized network
@@ -196,7 +189,7 @@ def measure(model: str, batch: int, args) -> list:
     for name, method, floor in work:
         if args.only not in name:
             continue
-        floor_time, method_time = timed_pair(floor, method, args.repeats)
+        floor_time, method_time = timed_alternately([floor, method], args.repeats)
         print(f"  {model} batch {batch}: {name}: {method_time:.3f} s, floor {floor_time:.3f} s", flush=True)
         results.append((name, method_time, floor_time))
     return results

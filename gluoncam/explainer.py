@@ -1,5 +1,4 @@
 """The explainer: one recorded forward pass of a network, and the backward sweeps every map is made from."""
-import json
 import threading
 import warnings
 import weakref
@@ -16,7 +15,7 @@ from .input_size import too_small
 from .inputs import Target, as_batch, score_head
 from .layers import LayerRef, display_name, resolve
 from .nn import intercept, is_explainable, walk
-from .session import MODES, Session, as_leaf, relu_cuts_for
+from .session import MODES, Session, as_leaf, recorded_graph, relu_cuts_for
 from .threads import serialized
 
 __all__ = ['Explainer', 'Backprop']
@@ -349,10 +348,10 @@ def _find_escapes(session: Session, head: NDArray) -> list:
     for block, piece_head in session.recorded_pieces() + [(None, head)]:
         if not isinstance(piece_head, NDArray) or session.is_leaf(piece_head):
             continue
-        try:
-            nodes = json.loads(autograd.get_symbol(piece_head).tojson())['nodes']
-        except Exception:  # a head that is a leaf has no recorded graph
+        graph = recorded_graph(piece_head)
+        if graph is None:
             continue
+        nodes = graph['nodes']
         where = f"before the output of {block.name!r}" if block is not None else "before the output"
         kinds = [_escape_kind(node, nodes) for node in nodes]
         found += [(kind, where) for kind in kinds if kind and (kind != 'ReLU' or session.relu_cuts is not None)]

@@ -332,7 +332,7 @@ class Session(_ThreadActive):
         output to the first, each that two pieces would still reach."""
         inputs: Dict[str, List[str]] = {}  # the recorded graph: node name -> its inputs' names
         heads = []
-        for piece_head in [cut.head for cut in self.cuts if not self.is_leaf(cut.head)] + [head]:
+        for _, piece_head in self.recorded_pieces() + [(None, head)]:
             heads.append(_add_recorded(piece_head, inputs))
         outputs = [(block, _add_recorded(out, inputs)) for block, out in self._outputs]
         readers = Counter(name for start in heads for name in _reached(start, inputs, []))
@@ -419,12 +419,18 @@ class Session(_ThreadActive):
         return [(cut.block, cut.head) for cut in self.cuts if not self.is_leaf(cut.head)]
 
 
-def _add_recorded(array: NDArray, inputs: Dict[str, List[str]]) -> Optional[str]:
-    """Add the graph recorded up to ``array`` (back to the leaves) to ``inputs``; the name of ``array``'s node,
-    None if it was not recorded."""
+def recorded_graph(array: NDArray) -> Optional[dict]:
+    """The graph recorded up to ``array``, back to the leaves, as MXNet's JSON; None if none was (a leaf)."""
     try:
-        graph = json.loads(autograd.get_symbol(array).tojson())
+        return json.loads(autograd.get_symbol(array).tojson())
     except mx.base.MXNetError:
+        return None
+
+
+def _add_recorded(array: NDArray, inputs: Dict[str, List[str]]) -> Optional[str]:
+    """Add the graph recorded up to ``array`` to ``inputs``; the name of ``array``'s node, None if none was."""
+    graph = recorded_graph(array)
+    if graph is None:
         return None
     names = [node['name'] for node in graph['nodes']]
     for node in graph['nodes']:
