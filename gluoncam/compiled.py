@@ -8,12 +8,14 @@ network's inference path. A network may still compute something else as a symbol
 pass is checked against the imperative one before it is used (``cams.Scorer``, with :func:`agrees`).
 
 A normal-mode explanation needs no ReLU rule, so its recorded forward pass can be compiled too
-(:class:`Recording`), the captured layers' outputs and gradients read from the graph; ``Explainer`` checks it
-against the imperative recording before it is used.
+(:class:`Recording`), the captured layers' outputs and gradients read from the graph. A guided or deconvnet one is
+compiled piece by piece (:class:`Pieces`): one graph from each cut of ``session.Session`` to the next, so that the
+session's sweeps apply the rules between them. ``Explainer`` checks either against the imperative recording before
+it is used.
 """
 import json
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -22,7 +24,7 @@ from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
 from .nn import walk
-from .session import Tracing, as_leaf
+from .session import Session, Tracing, as_leaf
 
 SOFTMAXES = ('softmax', 'log_softmax', 'SoftmaxActivation')
 LAYER_INPUT = 'gluoncam_layer'
@@ -169,6 +171,15 @@ def _entry_symbol(internals: mx.sym.Symbol, name: str, index: int) -> mx.sym.Sym
     return internals[single] if single in outputs else internals[f'{name}_output{index}']
 
 
+def _graph_block(graph: mx.sym.Symbol, input_names: List[str], static_shape: bool = True) -> SymbolBlock:
+    """A compiled graph of the named inputs (parameters among them, passed as arrays)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # "Cannot decide type for the following arguments": inputs are float32
+        block = SymbolBlock(graph, [mx.sym.var(name) for name in input_names])
+    block.hybridize(static_alloc=True, static_shape=static_shape)
+    return block
+
+
 def _symbol_block(output: mx.sym.Symbol, inputs, net: Block) -> SymbolBlock:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # "Cannot decide type for the following arguments": inputs are float32
@@ -215,7 +226,7 @@ class Recording:
         # hybridized block builds its cached op on first use, its static memory is shared by the calls, and
         # recording marks the input arrays kept below (in MXNet's autograd), which two recordings must not do.
         self._shapes: Dict[tuple, tuple] = {}
-        self._detached: Dict[mx.Context, tuple] = {}
+        self._detached = _Detached(params)
         self._bound_arrays: Dict[tuple, List[NDArray]] = {}
 
     def forward(self, x: NDArray):
@@ -223,20 +234,11 @@ class Recording:
         activations, probes)."""
         probe_shapes, bound_shapes = self._input_shapes(x.shape)
         probes = [as_leaf(nd.zeros(shape, ctx=x.context, dtype=x.dtype)) for shape in probe_shapes]
-        params = self._detached_params(x.context)
-        mode = autograd.train_mode() if self.train_mode else autograd.predict_mode()
-        with mode:
+        params = self._detached.on(x.context)
+        with _mode(self.train_mode):
             outputs = _as_list(self.block(x, *probes, *self._bounds_for(x, bound_shapes), *params))
         scored = outputs[1] if self.has_logits else outputs[0]
         return outputs[0], scored, outputs[1 + self.has_logits:], probes
-
-    def _detached_params(self, ctx) -> List[NDArray]:
-        """The parameters' arrays, detached (sharing memory); detached again once a parameter's arrays change."""
-        sources = [param._data for param in self.params]
-        cached = self._detached.get(ctx)
-        if cached is None or any(a is not b for a, b in zip(cached[0], sources)):
-            cached = self._detached[ctx] = (sources, [param.data(ctx).detach() for param in self.params])
-        return cached[1]
 
     def _input_shapes(self, shape: tuple):
         if shape not in self._shapes:
@@ -276,10 +278,8 @@ def recording(net: Block, layers: Sequence[Block], score: str) -> Optional[Recor
     logits = F.logits_of(output) if score == 'logits' else None
     heads = [output] + ([logits] if logits is not None else [])
     graph = mx.sym.Group(heads + [activations[id(block)] for block in layers])
-    nodes = json.loads(graph.tojson())['nodes']
-    train_mode = any(node['op'] == 'Pooling' and (node.get('attrs') or {}).get('pool_type') == 'max'
-                     for node in nodes)
-    if any(node['op'] in NEVER_COMPILED or train_mode and _changes_in_train_mode(node) for node in nodes):
+    train_mode = _train_mode(graph)
+    if train_mode is None:
         return None
     named = {param.name: param for param in net.collect_params().values()}
     probes = [f'{PROBE}{k}' for k in range(len(layers))]
@@ -287,13 +287,41 @@ def recording(net: Block, layers: Sequence[Block], score: str) -> Optional[Recor
     param_names = [name for name in graph.list_inputs() if name not in ['data'] + probes + bounds]
     if any(name not in named for name in param_names):
         return None
-    inputs = [data] + [mx.sym.var(name) for name in probes + bounds + param_names]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # "Cannot decide type for the following arguments": inputs are float32
-        block = SymbolBlock(graph, inputs)
-    block.hybridize(static_alloc=True)
+    block = _graph_block(graph, ['data'] + probes + bounds + param_names, static_shape=False)
     return Recording(block, graph, [named[name] for name in param_names], len(layers), F.bounds,
                      logits is not None, train_mode)
+
+
+def _train_mode(*graphs: mx.sym.Symbol) -> Optional[bool]:
+    """Whether graphs run in train mode (they have max pooling, whose MKLDNN backward is wrong after a
+    predict-mode forward pass); None where they must not be compiled: an op never compiled, or one that train
+    mode would change."""
+    nodes = [node for graph in graphs for node in json.loads(graph.tojson())['nodes']]
+    train_mode = any(node['op'] == 'Pooling' and (node.get('attrs') or {}).get('pool_type') == 'max'
+                     for node in nodes)
+    if any(node['op'] in NEVER_COMPILED or train_mode and _changes_in_train_mode(node) for node in nodes):
+        return None
+    return train_mode
+
+
+def _mode(train_mode: bool):
+    return autograd.train_mode() if train_mode else autograd.predict_mode()
+
+
+class _Detached:
+    """Parameters' arrays on each context, detached (sharing memory), to pass as inputs of a graph: no parameter
+    gradient is computed. Detached again once a parameter's arrays change (``set_data``, loaded weights)."""
+
+    def __init__(self, params: list):
+        self.params = params
+        self._cached: Dict[mx.Context, tuple] = {}
+
+    def on(self, ctx: mx.Context) -> List[NDArray]:
+        sources = [param._data for param in self.params]
+        cached = self._cached.get(ctx)
+        if cached is None or any(a is not b for a, b in zip(cached[0], sources)):
+            cached = self._cached[ctx] = (sources, [param.data(ctx).detach() for param in self.params])
+        return cached[1]
 
 
 def _changes_in_train_mode(node) -> bool:
@@ -348,3 +376,171 @@ class _RecordingF:
     def logits_of(self, output):
         pair = self._softmax_inputs.get(id(output))
         return pair[1] if pair is not None and pair[0] is output else None
+
+
+# ----- the recorded pass of a guided or deconvnet explanation, piece by piece
+CUT = 'gluoncam_cut'
+
+
+class Pieces:
+    """The recorded forward pass of an explanation cut at ReLUs (``relu_cuts`` ``'input'`` or ``'output'``, see
+    ``session.py``), as one compiled graph per piece.
+
+    Piece k computes cut k's head from the network's input and earlier cuts' leaves; the last piece computes the
+    output (and the logits). :meth:`forward` cuts a ``Session`` where its imperative recording would, so that the
+    session's sweeps apply the backward modes' rules between the pieces. Each graph keeps its memory from call to
+    call (static shapes), so the values of a call are overwritten by the next. Parameters are inputs, passed
+    detached, and the train mode is that of :class:`Recording`.
+
+    Attributes
+    ----------
+    train_mode : bool
+        Whether the pieces run, and are back-propagated, in train mode.
+    checked : bool
+        Whether its results have been found equal to the imperative recording's (see ``Explainer``).
+    """
+
+    def __init__(self, pieces: List['_Piece'], cuts: List[tuple], params: list, train_mode: bool):
+        self.pieces, self.cuts, self.train_mode = pieces, cuts, train_mode
+        self.checked = False
+        # used by one thread at a time, from forward to the last sweep (see Recording)
+        self._detached = _Detached(params)
+        self._arrays: Dict[tuple, NDArray] = {}  # ReLU6 bounds and the cuts' gradient buffers
+
+    def forward(self, session: Session, x: NDArray):
+        """Run the pieces on ``x`` while recording (holding ``gluoncam.threads.lock``), cutting ``session``:
+        (output, scored output)."""
+        params = self._detached.on(x.context)
+        values = {'data': session.make_input(x)}
+        session.train_mode = self.train_mode
+        with _mode(self.train_mode):
+            for k, (piece, (rule, upper, block)) in enumerate(zip(self.pieces, self.cuts)):
+                head = piece(values, params)
+                leaf = _leaf_of(head, rule, upper)
+                values[f'{CUT}{k}'] = session.add_cut(head, leaf, block, rule, upper, self._gradient_buffer(k, leaf))
+                if rule == 'relu input' and upper is not None:
+                    values[f'{BOUND}{k}'] = self._bound(head, upper)
+            outputs = _as_list(self.pieces[-1](values, params))
+        return outputs[0], outputs[-1]
+
+    def _bound(self, like: NDArray, upper: float) -> NDArray:
+        return self._kept(('bound', upper), like, lambda: nd.full(like.shape, upper, ctx=like.context,
+                                                                  dtype=like.dtype))
+
+    def _gradient_buffer(self, k: int, leaf: NDArray) -> NDArray:
+        """Cut k's leaf gradient buffer, kept from call to call: a sweep reads it before the next call and
+        copies what it returns (see ``Session.backward``)."""
+        return self._kept(('gradient', k), leaf, lambda: nd.empty(leaf.shape, ctx=leaf.context, dtype=leaf.dtype))
+
+    def _kept(self, name: tuple, like: NDArray, make: Callable[[], NDArray]) -> NDArray:
+        key = name + (like.shape, like.context, like.dtype)
+        if key not in self._arrays:
+            if len(self._arrays) > 4 * len(self.cuts):  # those of earlier input shapes
+                self._arrays.clear()
+            self._arrays[key] = make()
+        return self._arrays[key]
+
+
+def _leaf_of(head: NDArray, rule: Optional[str], upper: Optional[float]) -> NDArray:
+    """A cut's leaf, as ``Session`` makes it: ``head`` rectified outside the recording for ``'relu output'``."""
+    if rule != 'relu output':
+        return head.detach()
+    with autograd.pause():
+        return nd.Activation(head, act_type='relu') if upper is None else nd.clip(head, 0, upper)
+
+
+class _Piece:
+    """One piece: a compiled graph of the values named ``inputs`` (the input, cut leaves, ReLU6 bounds) and of
+    the parameters at indices ``params``; or, where the piece is only a variable (a block returning a cut's leaf
+    as it is), that value itself."""
+
+    def __init__(self, symbol: mx.sym.Symbol, param_index: Dict[str, int]):
+        names = symbol.list_inputs()
+        self.inputs = [name for name in names if name not in param_index]
+        params = [name for name in names if name in param_index]
+        self.params = [param_index[name] for name in params]
+        self.block = None if symbol.get_children() is None else _graph_block(symbol, self.inputs + params)
+
+    def __call__(self, values: Dict[str, NDArray], params: List[NDArray]):
+        if self.block is None:
+            return values[self.inputs[0]]
+        return self.block(*[values[name] for name in self.inputs], *[params[i] for i in self.params])
+
+
+def pieces(net: Block, layers: Sequence[Block], score: str, relu_cuts: str,
+           shared_outputs: FrozenSet[int]) -> Optional[Pieces]:
+    """The compiled :class:`Pieces` of the network with ``layers`` captured and cut like a ``Session`` with
+    these ``relu_cuts`` and ``shared_outputs``; None where the network cannot be traced to graphs that compute
+    what it computes imperatively (each layer run once, one output)."""
+    if not all(isinstance(block, HybridBlock) for block in walk(net)):
+        return None
+    F, captured = _PiecesF(relu_cuts), {id(block) for block in layers}
+    replace = {id(block): F.block_cut(block, id(block) in captured) for block in walk(net)
+               if id(block) in captured or id(block) in shared_outputs}
+    output, runs = _traced_output(net, mx.sym.var('data'), Tracing(replace, F))
+    if output is None or any(runs.get(id(block)) != 1 for block in layers):
+        return None
+    logits = F.logits_of(output) if score == 'logits' else None
+    heads = [head for head, _, _, _ in F.cuts] + [output if logits is None else mx.sym.Group([output, logits])]
+    train_mode = _train_mode(*heads)
+    named = {param.name: param for param in net.collect_params().values()}
+    param_names = sorted({name for head in heads for name in head.list_inputs()} - {'data'} -
+                         {name for name in F.variables})
+    if train_mode is None or any(name not in named for name in param_names):
+        return None
+    index = {name: i for i, name in enumerate(param_names)}
+    return Pieces([_Piece(head, index) for head in heads], [cut[1:] for cut in F.cuts],
+                  [named[name] for name in param_names], train_mode)
+
+
+class _PiecesF(_RecordingF):
+    """``mxnet.symbol`` as seen by a block traced for :class:`Pieces`: as for a :class:`Recording`, with ReLUs
+    cut as a ``Session`` with these ``relu_cuts`` cuts them; ``cuts`` lists (head, rule, upper, block)."""
+
+    def __init__(self, relu_cuts: str):
+        super().__init__()
+        self.relu_cuts = relu_cuts
+        self.cuts: List[tuple] = []
+        self.variables: List[str] = []  # the names of the cuts' leaves and of ReLU6 bounds
+
+    def cut(self, head: mx.sym.Symbol, rule: Optional[str] = None, upper: Optional[float] = None,
+            block: Optional[Block] = None) -> mx.sym.Symbol:
+        """A variable for the leaf of a cut at ``head``."""
+        self.cuts.append((head, rule, upper, block))
+        return self._variable(f'{CUT}{len(self.cuts) - 1}')
+
+    def block_cut(self, block: Block, captured: bool) -> Callable:
+        """The replacement of ``block``'s output: a cut, as ``Session.run_block`` makes (a capture if
+        ``captured``; a shared output unless it is a leaf already)."""
+        def cut(out):
+            if not isinstance(out, mx.sym.Symbol) or len(out.list_outputs()) != 1:
+                raise ValueError(f"{block.name!r} does not return one array")  # no graph (see _traced_output)
+            return out if not captured and out.get_children() is None else self.cut(out, block=block)
+        return cut
+
+    def relu(self, data, *args, **kwargs):
+        return self._cut_relu(data)
+
+    def Activation(self, data, act_type=None, *args, **kwargs):  # noqa: N802 (MXNet's op name)
+        if act_type == 'relu':
+            return self._cut_relu(data)
+        return mx.sym.Activation(data, act_type=act_type, *args, **kwargs)
+
+    def clip(self, data, a_min, a_max, *args, **kwargs):
+        if a_min == 0 and a_max > 0:
+            return self._cut_relu(data, a_max)
+        return mx.sym.clip(data, a_min, a_max, *args, **kwargs)
+
+    def _cut_relu(self, data, upper: Optional[float] = None) -> mx.sym.Symbol:
+        if self.relu_cuts == 'output':
+            return self.cut(data, 'relu output', upper)
+        rectified = mx.sym.Activation(self.cut(data, 'relu input', upper), act_type='relu')
+        if upper is None:
+            return rectified
+        return mx.sym.minimum(self._variable(f'{BOUND}{len(self.cuts) - 1}'), rectified)  # as Session._rectify
+
+    def _variable(self, name: str) -> mx.sym.Symbol:
+        self.variables.append(name)
+        return mx.sym.var(name)
+
+

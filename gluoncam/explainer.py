@@ -55,9 +55,11 @@ class Explainer:
     code sees ``autograd.is_training()`` False, BatchNorm uses its running statistics (left unchanged) and Dropout
     is off. A hybridized network runs imperatively during the call.
 
-    Normal-mode calls that capture the same layers again run a compiled graph of the network instead (traced from
-    its HybridBlocks; see :func:`gluoncam.compiled.recording`): from the second such call, which also runs
-    imperatively and keeps the compiled graph only if both give the same output, activations and gradients.
+    Calls with the same layers, score and kind of cuts run compiled graphs of the network instead (traced from
+    its HybridBlocks): one graph for normal-mode calls (:func:`gluoncam.compiled.recording`), one per piece
+    between cuts for guided and deconv ones (:func:`gluoncam.compiled.pieces`). They are built at the second
+    such call, which also runs imperatively and keeps them only if both give the same output, activations and
+    gradients.
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
@@ -138,21 +140,23 @@ class Explainer:
     def _backprop_each(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
                        score: str, replacements: Dict[int, Callable]) -> List[Backprop]:
         with self:
-            captured = tuple(blocks.values())
-            recording = _Recordings.get(self.net, captured, score) if modes == ('normal',) and not replacements \
-                else None
+            key = (tuple(blocks.values()), score, relu_cuts_for(modes))
+            recording = None if replacements else _Recordings.get(self.net, key)
             if recording is None:
                 return self._recorded(x, targets, blocks, modes, score, replacements)
             # the imperative check first: its recording is freed before the graph allocates its memory
             expected = None if recording.checked else self._recorded(x, targets, blocks, modes, score)
             try:
-                results = _compiled_backprop(recording, x, targets, list(blocks))
+                if isinstance(recording, compiled.Pieces):
+                    results = self._pieces_backprop(recording, x, targets, blocks, modes)
+                else:
+                    results = _compiled_backprop(recording, x, targets, list(blocks))
             except MXNetError:  # a graph MXNet cannot run for this input: the imperative recording can
-                _Recordings.reject(self.net, captured, score)
+                _Recordings.reject(self.net, key)
                 return expected or self._recorded(x, targets, blocks, modes, score)
             if expected is not None:
-                if not all(map(_same, results, expected)):
-                    _Recordings.reject(self.net, captured, score)
+                if not all(_same(got, want, modes) for got, want in zip(results, expected)):
+                    _Recordings.reject(self.net, key)
                     return expected
                 recording.checked = True
         return results
@@ -171,7 +175,23 @@ class Explainer:
         self._check_ran(session, blocks)
         _check_escapes(self.net, session, heads[0][0], modes)
         activations = {name: session.captures[id(block)].leaf.detach() for name, block in blocks.items()}
-        results, inference_output = [], _detached(output)
+        return self._swept(session, _detached(output), activations, heads, blocks, modes)
+
+    def _pieces_backprop(self, pieces: compiled.Pieces, x: NDArray, targets: Sequence[Target],
+                         blocks: Dict[str, Block], modes: Tuple[str, ...]) -> List[Backprop]:
+        """:meth:`backprop_each` by compiled pieces (the same cuts and sweeps as :meth:`_recorded`)."""
+        session = Session(blocks.values(), relu_cuts=relu_cuts_for(modes), shared_outputs=frozenset())
+        with autograd.record(train_mode=False):
+            output, scored = pieces.forward(session, x)
+            heads = [score_head(scored, target) for target in targets]
+        # copies: the pieces' memory holds the next call's values
+        activations = {name: session.captures[id(block)].leaf.copy() for name, block in blocks.items()}
+        return self._swept(session, output.copy(), activations, heads, blocks, modes)
+
+    def _swept(self, session: Session, output, activations: Dict[str, NDArray], heads: list,
+               blocks: Dict[str, Block], modes: Tuple[str, ...]) -> List[Backprop]:
+        """One :class:`Backprop` per (head, head gradient, classes), with a sweep of ``session`` per mode."""
+        results = []
         for head, head_grad, classes in heads:
             gradients, input_gradients = {}, {}
             for mode in modes:
@@ -180,7 +200,7 @@ class Explainer:
                 gradients[mode] = {name: session.gradient(session.captures[id(block)].leaf)
                                    for name, block in blocks.items()}
                 input_gradients[mode] = session.gradient(session.input)
-            results.append(Backprop(inference_output, classes, activations, gradients, input_gradients))
+            results.append(Backprop(output, classes, activations, gradients, input_gradients))
         return results
 
     def _record(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], score: str,
@@ -233,42 +253,58 @@ SCORES = ('logits', 'output')
 
 
 class _Recordings:
-    """Compiled recordings (:class:`compiled.Recording`) of normal-mode calls, per network and (layers, score).
+    """Compiled recordings per network and (layers, score, relu_cuts): a :class:`compiled.Recording` for
+    normal-mode calls, :class:`compiled.Pieces` for calls cut at ReLUs (guided, deconv).
 
     A one-off call is faster imperatively (tracing and planning a graph cost about one pass), so a recording is
-    built at the second call with the same layers and score; that call also runs imperatively, and the recording
-    is used from then on if both agreed. The latest few recordings of a network are kept (each holds the memory
-    of its graph). Used only by :meth:`Explainer.backprop_each`, under ``gluoncam.threads.lock``.
+    built at the second call with the same key; that call also runs imperatively, and the recording is used from
+    then on if both agreed. Pieces are cut where the network's first recording cut that way found shared outputs.
+    The latest few recordings of a network are kept (each holds the memory of its graphs). Used only by
+    :meth:`Explainer.backprop_each`, under ``gluoncam.threads.lock``.
     """
     KEPT = 4
     _by_net: 'weakref.WeakKeyDictionary[Block, OrderedDict]' = weakref.WeakKeyDictionary()
     SEEN, NEVER = 'seen once', 'not compiled'
 
     @classmethod
-    def get(cls, net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
-        key = (tuple(map(id, layers)), score)  # ids: a net's blocks live as long as it, and must not keep it alive
+    def get(cls, net: Block, key: tuple):
+        """The checked or unchecked compiled recording for ``key`` (layers, score, relu_cuts), or None."""
         entries = cls._by_net.setdefault(net, OrderedDict())
-        entry = entries.get(key)
+        entry = entries.get(cls._ids(key))
         if entry is None:
-            entries[key] = cls.SEEN
+            entries[cls._ids(key)] = cls.SEEN
         elif entry is cls.SEEN:
-            entry = entries[key] = _built(net, layers, score) or cls.NEVER
-        entries.move_to_end(key)
-        built = [k for k, e in entries.items() if isinstance(e, compiled.Recording)]
+            entry = _built(net, *key)
+            entries[cls._ids(key)] = cls.SEEN if entry is cls.SEEN else entry or cls.NEVER
+        entries.move_to_end(cls._ids(key))
+        built = [k for k, e in entries.items() if isinstance(e, _COMPILED)]
         for old in built[:-cls.KEPT]:
             entries[old] = cls.SEEN
         while len(entries) > 64:
             entries.popitem(last=False)
-        return entry if isinstance(entry, compiled.Recording) else None
+        return entry if isinstance(entry, _COMPILED) else None
 
     @classmethod
-    def reject(cls, net: Block, layers: tuple, score: str) -> None:
-        cls._by_net.setdefault(net, OrderedDict())[(tuple(map(id, layers)), score)] = cls.NEVER
+    def reject(cls, net: Block, key: tuple) -> None:
+        cls._by_net.setdefault(net, OrderedDict())[cls._ids(key)] = cls.NEVER
+
+    @staticmethod
+    def _ids(key: tuple) -> tuple:
+        layers, score, relu_cuts = key  # ids: a net's blocks live as long as it, and must not keep it alive
+        return tuple(map(id, layers)), score, relu_cuts
 
 
-def _built(net: Block, layers: tuple, score: str) -> Optional[compiled.Recording]:
+_COMPILED = (compiled.Recording, compiled.Pieces)
+
+
+def _built(net: Block, layers: tuple, score: str, relu_cuts: Optional[str]):
+    """A compiled recording, None where there is none, or ``_Recordings.SEEN`` where it cannot be built yet (no
+    recording cut this way has found the shared outputs)."""
     try:
-        return compiled.recording(net, layers, score)
+        if relu_cuts is None:
+            return compiled.recording(net, layers, score)
+        shared = _shared_outputs.get(net, {}).get(relu_cuts)
+        return _Recordings.SEEN if shared is None else compiled.pieces(net, layers, score, relu_cuts, shared)
     except MXNetError:  # a traced graph MXNet refuses to build: the network runs imperatively
         return None
 
@@ -298,10 +334,12 @@ def _raise_if_too_small(net: Block, x: NDArray, error: Exception) -> None:
         raise explained from None
 
 
-def _same(got: Backprop, expected: Backprop) -> bool:
-    pairs = [(got.output, expected.output), (got.input_gradients['normal'], expected.input_gradients['normal'])]
-    pairs += [(got.activations[name], value) for name, value in expected.activations.items()]
-    pairs += [(got.gradients['normal'][name], value) for name, value in expected.gradients['normal'].items()]
+def _same(got: Backprop, expected: Backprop, modes: Tuple[str, ...]) -> bool:
+    pairs = [(got.output, expected.output)] + [(got.activations[name], value)
+                                               for name, value in expected.activations.items()]
+    for mode in modes:
+        pairs.append((got.input_gradients[mode], expected.input_gradients[mode]))
+        pairs += [(got.gradients[mode][name], value) for name, value in expected.gradients[mode].items()]
     return all(compiled.agrees(a, b) for a, b in pairs)
 
 

@@ -242,6 +242,7 @@ class Session(_ThreadActive):
         self.shared_outputs = shared_outputs
         self._outputs: list = []  # (block, recorded output) while looking for shared outputs
         self._leaf_ids: set = set()
+        self.train_mode = False  # whether the sweeps back-propagate in train mode (see _sweep)
 
     # ----- forward: called from blocks while recording
     def make_input(self, x: NDArray) -> NDArray:
@@ -303,6 +304,18 @@ class Session(_ThreadActive):
         pair = self.softmax_inputs.get(id(output))
         return pair[1] if pair is not None and pair[0] is output else None
 
+    def add_cut(self, head: NDArray, leaf: NDArray, block=None, rule: Optional[str] = None,
+                upper: Optional[float] = None, grad: Optional[NDArray] = None) -> NDArray:
+        """Cut a value recorded elsewhere (a compiled piece, see ``compiled.Pieces``) where this recording would
+        have: a capture if ``block`` is captured and ``rule`` None. ``grad``: the buffer that the leaf's gradient
+        is written to, if not a new one (the sweeps read it only before the next call). Returns the leaf."""
+        cut = _Cut(head, leaf, block, rule, upper)
+        if rule is None and id(block) in self.captured:
+            self.captures[id(block)] = cut
+            self.ran.add(id(block))
+        self.cuts.append(cut)
+        return self._leaf(leaf, grad)
+
     def _capture(self, block, out):
         if not autograd.is_recording():
             self.captures[id(block)] = _Cut(out, out, block)
@@ -322,9 +335,9 @@ class Session(_ThreadActive):
         self.cuts.append(cut)
         return self._leaf(cut.leaf)
 
-    def _leaf(self, value: NDArray) -> NDArray:
+    def _leaf(self, value: NDArray, grad: Optional[NDArray] = None) -> NDArray:
         self._leaf_ids.add(id(value))
-        return as_leaf(value)
+        return as_leaf(value, grad)
 
     def shared_blocks(self, head: NDArray) -> FrozenSet[int]:
         """The ids of the blocks whose outputs to cut so that no two pieces of this recording (made with
@@ -384,7 +397,9 @@ class Session(_ThreadActive):
         leaves = self._leaves()
         for leaf in leaves:
             leaf._fresh_grad = False
-        _backward(head, head_grad)
+        # the mode of the recording: predict mode, where a BatchNorm op's backward uses no batch statistics (nor
+        # stores them), unless compiled pieces ran in train mode (their BatchNorm uses its running statistics)
+        autograd.backward([head], [head_grad], retain_graph=True, train_mode=self.train_mode)
         for leaf in leaves:
             if leaf._fresh_grad:
                 self._add(leaf, leaf.grad, borrowed=True)
@@ -453,13 +468,11 @@ def _reached(start: Optional[str], inputs: Dict[str, List[str]], cuts: List[str]
     return reached
 
 
-def as_leaf(value: NDArray) -> NDArray:
-    """``value`` marked as a leaf of the recording, its gradient written by each backward pass."""
-    # an uninitialised buffer: a backward pass writes it before it is read (attach_grad would zero it)
-    autograd.mark_variables(value, nd.empty(value.shape, ctx=value.context, dtype=value.dtype), grad_reqs='write')
+def as_leaf(value: NDArray, grad: Optional[NDArray] = None) -> NDArray:
+    """``value`` marked as a leaf of the recording, its gradient written by each backward pass into ``grad`` (by
+    default a new array)."""
+    if grad is None:  # uninitialised: a backward pass writes it before it is read (attach_grad would zero it)
+        grad = nd.empty(value.shape, ctx=value.context, dtype=value.dtype)
+    autograd.mark_variables(value, grad, grad_reqs='write')
     return value
 
-
-def _backward(head: NDArray, head_grad: NDArray) -> None:
-    # predict mode, as recorded: in train mode a BatchNorm op's backward would use (and store) batch statistics
-    autograd.backward([head], [head_grad], retain_graph=True, train_mode=False)

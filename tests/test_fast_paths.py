@@ -15,7 +15,7 @@ from mxnet.gluon import nn as stock
 import gluoncam
 from gluoncam import cams, compiled, explainer as explainer_module
 from gluoncam.layers import resolve
-from gluoncam.session import Session
+from gluoncam.session import Session, relu_cuts_for
 from conftest import batch, small_net
 from test_explainer import DirectCalls, rss_mb
 from test_efficientnet import relu6_net
@@ -206,9 +206,10 @@ def test_logits_and_outputs_are_compiled_as_scored():
     np.testing.assert_allclose(output(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
 
 
-# ----- compiled recordings of normal-mode calls
+# ----- compiled recordings: of normal-mode calls, and pieces of calls cut at ReLUs
 RECORDED = {  # net, layers, input shape, whether the graph runs in train mode (it has max pooling)
     'small: BatchNorm, max pooling, Dropout': (small_net, ['1', '4'], (2, 3, 12, 10), True),
+    'small, a ReLU captured': (small_net, ['2'], (2, 3, 12, 10), True),
     'residual with ReLU6': (residual_net, ['3.conv1', '5'], (2, 3, 12, 10), True),
     'resnet18_v1, layer inside a block': (lambda: _zoo('resnet18_v1'), ['features.6.0.body.3'], (2, 3, 64, 64),
                                           True),
@@ -224,16 +225,23 @@ def recordings_of(net):
     return list(explainer_module._Recordings._by_net.get(net, {}).values())
 
 
-def calls_answered_compiled():
-    """A spy on the compiled recording's use: ``spy.call_count``."""
-    return mock.patch.object(explainer_module, '_compiled_backprop', wraps=explainer_module._compiled_backprop)
+def calls_answered_compiled(modes=('normal',)):
+    """A spy on the use of the compiled recording (normal mode) or pieces (other modes): ``spy.call_count``."""
+    if set(modes) == {'normal'}:
+        return mock.patch.object(explainer_module, '_compiled_backprop', wraps=explainer_module._compiled_backprop)
+    return mock.patch.object(explainer_module.Explainer, '_pieces_backprop', autospec=True,
+                             side_effect=explainer_module.Explainer._pieces_backprop)
 
 
-def assert_same_backprops(got, expected, rtol=1e-5):
+RECORDED_MODES = [('normal',), ('normal', 'guided'), ('deconv', 'normal')]
+
+
+def assert_same_backprops(got, expected, rtol=1e-5, modes=('normal',)):
     for g, e in zip(got, expected):
-        pairs = [(g.output, e.output), (g.input_gradients['normal'], e.input_gradients['normal'])]
-        pairs += [(g.activations[name], e.activations[name]) for name in e.activations]
-        pairs += [(g.gradients['normal'][name], e.gradients['normal'][name]) for name in e.activations]
+        pairs = [(g.output, e.output)] + [(g.activations[name], e.activations[name]) for name in e.activations]
+        for mode in modes:
+            pairs.append((g.input_gradients[mode], e.input_gradients[mode]))
+            pairs += [(g.gradients[mode][name], e.gradients[mode][name]) for name in e.activations]
         if e.classes is not None:
             np.testing.assert_array_equal(g.classes.asnumpy(), e.classes.asnumpy())
         for a, b in pairs:
@@ -242,28 +250,66 @@ def assert_same_backprops(got, expected, rtol=1e-5):
             np.testing.assert_allclose(a.asnumpy(), b, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
+@pytest.mark.parametrize('modes', RECORDED_MODES)
 @pytest.mark.parametrize('score', ['logits', 'output'])
 @pytest.mark.parametrize('name', RECORDED)
-def test_compiled_recordings_equal_the_imperative_ones(name, score):
-    """From the second call with the same layers, a normal-mode call runs a compiled graph (checked against the
-    imperative recording on that call): outputs, activations and gradients of every layer and target agree."""
+def test_compiled_recordings_equal_the_imperative_ones(name, score, modes):
+    """From the second call with the same layers, score and cuts, a call runs compiled graphs (checked against
+    the imperative recording on that call): outputs, activations and gradients of every mode, layer and target
+    agree."""
     make, layers, shape, train_mode = RECORDED[name]
     net = make()
     x = nd.array(np.random.RandomState(0).randn(*shape).astype(np.float32))
     targets = [None, 1, lambda out: out[:, 0] - out[:, 1]]
     explainer = gluoncam.Explainer(net)
     with no_compiled_recordings():
-        expected = explainer.backprop_each(x, targets, layers, score=score)
-    with calls_answered_compiled() as spy:
+        expected = explainer.backprop_each(x, targets, layers, modes, score=score)
+    with calls_answered_compiled(modes) as spy:
         for _ in range(3):
-            got = explainer.backprop_each(x, targets, layers, score=score)
+            got = explainer.backprop_each(x, targets, layers, modes, score=score)
     assert spy.call_count == 2  # not the first call; the second one checked, the third used it
     recording, = recordings_of(net)
+    assert isinstance(recording, compiled.Recording if modes == ('normal',) else compiled.Pieces)
     assert recording.checked and recording.train_mode == train_mode
-    assert_same_backprops(got, expected)
+    assert_same_backprops(got, expected, modes=modes)
 
 
-def test_a_compiled_recording_changes_no_parameter_statistic_or_gradient():
+@pytest.mark.parametrize('modes', [('normal', 'guided'), ('deconv',)])
+def test_compiled_pieces_cut_where_the_imperative_recording_does(monkeypatch, modes):
+    """The cuts of the imperative recording, in its order (every ReLU, the capture, the skips' shared inputs),
+    so the sweeps sum in the same order: the maps are the same bit for bit."""
+    sessions = []
+
+    class Spy(Session):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            sessions.append(self)
+
+    monkeypatch.setattr(explainer_module, 'Session', Spy)
+    net, x = residual_net(), batch(2)
+    explainer = gluoncam.Explainer(net)
+    results = [explainer.backprop(x, layers=['3'], modes=modes) for _ in range(3)]
+    pieces, = recordings_of(net)
+    assert isinstance(pieces, compiled.Pieces) and pieces.checked
+    imperative, compiled_cuts = sessions[-3].cuts, sessions[-1].cuts  # the second call's check, the third call
+    shared = [name for name, block in net._children.items() if id(block) in explainer_module._shared_outputs[net][
+        relu_cuts_for(modes)]]
+    assert shared == (['2', '4'] if 'guided' in modes else ['4'])  # a ReLU's output is a leaf when cut there
+    assert len(compiled_cuts) == len(imperative) == 5 + 1 + len(shared) == len(pieces.pieces) - 1
+    for got, expected in zip(compiled_cuts, imperative):
+        assert got.rule == expected.rule
+        assert got.upper == expected.upper or got.rule == 'relu input'  # the bound is in the next piece then
+        assert got.rule is not None or got.block is expected.block
+    for mode in modes:
+        for result in results[1:]:
+            np.testing.assert_array_equal(result.input_gradients[mode].asnumpy(),
+                                          results[0].input_gradients[mode].asnumpy())
+            np.testing.assert_array_equal(result.gradients[mode]['3'].asnumpy(),
+                                          results[0].gradients[mode]['3'].asnumpy())
+
+
+@pytest.mark.parametrize('modes', RECORDED_MODES)
+def test_a_compiled_recording_changes_no_parameter_statistic_or_gradient(modes):
     net = small_net()
     params = net.collect_params()
     for param in params.values():
@@ -273,7 +319,7 @@ def test_a_compiled_recording_changes_no_parameter_statistic_or_gradient():
               for name, param in params.items()}
     explainer = gluoncam.Explainer(net)
     for _ in range(3):
-        explainer.backprop(batch(8), layers=['4'])
+        explainer.backprop(batch(8), layers=['4'], modes=modes)
     assert recordings_of(net)[0].train_mode  # BatchNorm and Dropout computed in train mode, as in inference
     for name, param in params.items():
         data, grad = before[name]
@@ -310,17 +356,18 @@ class RandomizedReLU(HybridBlock):
         return F.LeakyReLU(x, act_type='rrelu')[0]  # its second output is the random mask
 
 
+@pytest.mark.parametrize('modes', RECORDED_MODES)
 @pytest.mark.parametrize('odd', [DiffersAsSymbol, RandomizedReLU])
-def test_networks_without_a_faithful_recording_run_imperatively(odd):
+def test_networks_without_a_faithful_recording_run_imperatively(odd, modes):
     net = small_net()
     twisted = stock.HybridSequential()
     twisted.add(*list(net._children.values())[:5], odd(), *list(net._children.values())[5:])
     x = batch(2)
     with no_compiled_recordings():
-        expected = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'])
+        expected = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'], modes)
     for _ in range(3):
-        got = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'])
-        assert_same_backprops(got, expected, rtol=1e-6)
+        got = gluoncam.Explainer(twisted).backprop_each(x, [None], ['4'], modes)
+        assert_same_backprops(got, expected, rtol=1e-6, modes=modes)
     assert recordings_of(twisted) == [explainer_module._Recordings.NEVER]
 
 
@@ -333,12 +380,13 @@ def test_a_few_compiled_recordings_are_kept_per_network():
     assert len(kept) == explainer_module._Recordings.KEPT
 
 
-def test_no_memory_growth_over_many_compiled_calls():
+@pytest.mark.parametrize('modes', [('normal',), ('normal', 'guided')])
+def test_no_memory_growth_over_many_compiled_calls(modes):
     net, x = small_net(), batch()
     explainer = gluoncam.Explainer(net)
 
     def call():
-        explainer.backprop(x, layers=['4']).gradients['normal']['4'].asnumpy()
+        explainer.backprop(x, layers=['4'], modes=modes).gradients[modes[-1]]['4'].asnumpy()
 
     for _ in range(200):
         call()
@@ -350,16 +398,19 @@ def test_no_memory_growth_over_many_compiled_calls():
     assert growth < 20
 
 
-def test_a_graph_mxnet_cannot_run_falls_back_to_the_imperative_recording(monkeypatch):
+@pytest.mark.parametrize('modes', RECORDED_MODES)
+def test_a_graph_mxnet_cannot_run_falls_back_to_the_imperative_recording(monkeypatch, modes):
     from mxnet.base import MXNetError
     net, x = small_net(), batch()
     with no_compiled_recordings():
-        expected = gluoncam.Explainer(net).backprop_each(x, [None], ['4'])
+        expected = gluoncam.Explainer(net).backprop_each(x, [None], ['4'], modes)
 
-    def refuse(self, x):
+    def refuse(self, *args):
         raise MXNetError("shape inference failed")
 
     monkeypatch.setattr(compiled.Recording, 'forward', refuse)
+    monkeypatch.setattr(compiled.Pieces, 'forward', refuse)
     for _ in range(3):
-        assert_same_backprops(gluoncam.Explainer(net).backprop_each(x, [None], ['4']), expected, rtol=1e-6)
+        got = gluoncam.Explainer(net).backprop_each(x, [None], ['4'], modes)
+        assert_same_backprops(got, expected, rtol=1e-6, modes=modes)
     assert recordings_of(net) == [explainer_module._Recordings.NEVER]

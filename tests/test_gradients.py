@@ -7,7 +7,8 @@ from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as stock
 
 import gluoncam
-from gluoncam.explainer import _shared_outputs as shared_outputs
+from gluoncam import compiled
+from gluoncam.explainer import _Recordings, _shared_outputs as shared_outputs
 from conftest import batch, parameters_untouched, small_net
 
 
@@ -110,12 +111,15 @@ def test_backward_modes_match_hand_computed_rules(seed):
     mx.random.seed(seed)
     net = relu_net()
     x = np.random.RandomState(seed).randn(3, 3).astype(np.float32)
-    result = gluoncam.Explainer(net).backprop(x, [0, 1, 0], modes=('normal', 'guided', 'deconv'))
-    for i in range(3):
-        expected = hand_rules(net, x[i], [0, 1, 0][i])
-        for mode in ('normal', 'guided', 'deconv'):
-            got = result.input_gradients[mode].asnumpy()[i]
-            np.testing.assert_allclose(got, expected[mode], rtol=1e-5, atol=1e-6, err_msg=mode)
+    explainer = gluoncam.Explainer(net)
+    for call in range(3):  # imperative, imperative and compiled pieces (checked), compiled pieces
+        result = explainer.backprop(x, [0, 1, 0], modes=('normal', 'guided', 'deconv'))
+        for i in range(3):
+            expected = hand_rules(net, x[i], [0, 1, 0][i])
+            for mode in ('normal', 'guided', 'deconv'):
+                got = result.input_gradients[mode].asnumpy()[i]
+                np.testing.assert_allclose(got, expected[mode], rtol=1e-5, atol=1e-6, err_msg=f'call {call}, {mode}')
+    assert [type(entry) for entry in _Recordings._by_net[net].values()] == [compiled.Pieces]
 
 
 class Skip(HybridBlock):
@@ -157,14 +161,14 @@ def hand_rules_with_skip(net, x, cls):
 @pytest.mark.parametrize('seed', range(3))
 @pytest.mark.parametrize('modes', [('normal', 'guided'), ('normal', 'guided', 'deconv')])
 def test_a_value_two_pieces_read_is_cut_and_back_propagated_once(seed, modes):
-    """The first recording finds the skip's input read by two pieces; the recordings that count cut it there.
-    Every call gives the hand-computed rules."""
+    """The first recording finds the skip's input read by two pieces; the recordings that count cut it there,
+    and so do the compiled pieces of the later calls. Every call gives the hand-computed rules."""
     mx.random.seed(seed)
     net = skip_net()
     x = np.random.RandomState(seed).randn(3, 3).astype(np.float32)
     explainer = gluoncam.Explainer(net)
     results = []
-    for call in range(2):
+    for call in range(3):
         result = explainer.backprop(x, [0, 1, 0], modes=modes)
         results.append(result.input_gradients)
         for i in range(3):
@@ -173,8 +177,10 @@ def test_a_value_two_pieces_read_is_cut_and_back_propagated_once(seed, modes):
                 np.testing.assert_allclose(result.input_gradients[mode].asnumpy()[i], expected[mode], rtol=1e-5,
                                            atol=1e-6, err_msg=f'call {call}, {mode}')
         assert list(shared_outputs[net].values()) == [{id(net[1])}]
+    assert [type(entry) for entry in _Recordings._by_net[net].values()] == [compiled.Pieces]
     for mode in modes:  # the first call records again once it knows where to cut: the same sums, bit for bit
-        np.testing.assert_array_equal(results[0][mode].asnumpy(), results[1][mode].asnumpy())
+        for result in results[1:]:
+            np.testing.assert_array_equal(results[0][mode].asnumpy(), result[mode].asnumpy())
 
 
 def test_normal_mode_equals_plain_autograd_with_inference_layers(net, x):
