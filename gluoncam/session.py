@@ -369,8 +369,8 @@ class Session(_ThreadActive):
         """
         self._totals, self._borrowed = {}, set()
         kept = {id(self.input)} | {id(cut.leaf) for cut in self.captures.values()}
-        self._sweep(head, head_grad)
-        for cut in reversed(self.cuts):
+        self._sweep(head, head_grad, len(self.cuts))
+        for made, cut in reversed(list(enumerate(self.cuts))):
             key = id(cut.leaf)
             self._borrowed.discard(key)  # no later piece writes to this leaf again
             total = self._totals.get(key) if key in kept else self._totals.pop(key, None)
@@ -380,28 +380,29 @@ class Session(_ThreadActive):
             if self.is_leaf(cut.head):  # e.g. a captured block returned a leaf (its ReLU's output) as it is
                 self._add(cut.head, grad)
             else:
-                self._sweep(cut.head, grad)
+                self._sweep(cut.head, grad, made)
         for key in kept & self._totals.keys():  # the next sweep writes into the leaves' buffers again
             self._totals[key] = self._totals[key].copy()
 
-    def _sweep(self, head: NDArray, head_grad: NDArray) -> None:
-        """Back-propagate one recorded piece and add what reached each leaf to that leaf's total.
+    def _sweep(self, head: NDArray, head_grad: NDArray, cuts_before: int) -> None:
+        """Back-propagate one recorded piece, computed before cut number ``cuts_before`` was made, and add what
+        reached each leaf (the input or an earlier cut's) to that leaf's total.
 
         Leaves take their gradient with grad_req 'write' and the totals are summed here: MXNet's native (non-MKLDNN)
         1 x 1 convolution and clip write their input gradient even where grad_req is 'add'. A leaf's first
-        gradient is kept in its buffer, not copied, unless another piece may still write there.
+        gradient is kept in its buffer, not copied, unless another piece may still write there. A leaf is
+        marked fresh by a backward pass that writes it, and unmarked once read.
         """
         for key in self._borrowed:
             self._totals[key] = self._totals[key].copy()
         self._borrowed.clear()
-        leaves = self._leaves()
-        for leaf in leaves:
-            leaf._fresh_grad = False
+        leaves = [self.input] + [cut.leaf for cut in self.cuts[:cuts_before]]
         # the mode of the recording: predict mode, where a BatchNorm op's backward uses no batch statistics (nor
         # stores them), unless compiled pieces ran in train mode (their BatchNorm uses its running statistics)
         autograd.backward([head], [head_grad], retain_graph=True, train_mode=self.train_mode)
         for leaf in leaves:
             if leaf._fresh_grad:
+                leaf._fresh_grad = False
                 self._add(leaf, leaf.grad, borrowed=True)
 
     def _add(self, leaf: NDArray, grad: NDArray, borrowed: bool = False) -> None:
@@ -418,9 +419,6 @@ class Session(_ThreadActive):
         """The last sweep's gradient at ``leaf`` (the input or a capture's leaf); zeros where it did not reach."""
         total = self._totals.get(id(leaf))
         return nd.zeros_like(leaf) if total is None else total
-
-    def _leaves(self) -> List[NDArray]:
-        return [self.input] + [cut.leaf for cut in self.cuts]
 
     def is_leaf(self, array: NDArray) -> bool:
         return id(array) in self._leaf_ids  # leaves live as long as the session
