@@ -5,7 +5,6 @@ from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
-from mxnet import nd
 
 from . import dff, maps
 from .explainer import Explainer
@@ -87,8 +86,12 @@ def render(image: Image, raw: np.ndarray, method: str, colormap: int = cv2.COLOR
 
 
 def normalized(values: np.ndarray) -> np.ndarray:
-    """One map scaled to [0, 1] by its min and max (all zeros if constant)."""
-    return maps.normalize(nd.array(values[None])).asnumpy()[0]
+    """One map scaled to [0, 1] by its min and max (all zeros if constant), in numpy as :func:`maps.normalize`
+    computes it in MXNet."""
+    values = np.asarray(values, dtype=np.float32)
+    low = values.min()
+    span = values.max() - low
+    return (values - low) * (np.float32(1) / max(span, np.float32(1e-30)) if span > 0 else np.float32(0))
 
 
 def fitted(raw: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
