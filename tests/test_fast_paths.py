@@ -63,7 +63,8 @@ def test_the_three_recordings_give_the_same_gradients(make):
                            reference.input_gradients['guided'].asnumpy())
 
 
-def test_a_normal_recording_cuts_only_at_captured_layers(monkeypatch):
+def spied_sessions(monkeypatch) -> list:
+    """The sessions that explanations make from now on, in order."""
     sessions = []
 
     class Spy(Session):
@@ -72,6 +73,11 @@ def test_a_normal_recording_cuts_only_at_captured_layers(monkeypatch):
             sessions.append(self)
 
     monkeypatch.setattr(explainer_module, 'Session', Spy)
+    return sessions
+
+
+def test_a_normal_recording_cuts_only_at_captured_layers(monkeypatch):
+    sessions = spied_sessions(monkeypatch)
     net = residual_net()
     gluoncam.Explainer(net).backprop(batch(), layers=['3'], modes=('normal',))
     gluoncam.Explainer(net).backprop(batch(), layers=['3'], modes=('normal', 'guided'))
@@ -278,14 +284,7 @@ def test_compiled_recordings_equal_the_imperative_ones(name, score, modes):
 def test_compiled_pieces_cut_where_the_imperative_recording_does(monkeypatch, modes):
     """The cuts of the imperative recording, in its order (every ReLU, the capture, the skips' shared inputs),
     so the sweeps sum in the same order: the maps are the same bit for bit."""
-    sessions = []
-
-    class Spy(Session):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            sessions.append(self)
-
-    monkeypatch.setattr(explainer_module, 'Session', Spy)
+    sessions = spied_sessions(monkeypatch)
     net, x = residual_net(), batch(2)
     explainer = gluoncam.Explainer(net)
     results = [explainer.backprop(x, layers=['3'], modes=modes) for _ in range(3)]
