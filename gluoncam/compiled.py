@@ -24,7 +24,7 @@ from mxnet.gluon import Block, HybridBlock, SymbolBlock
 from mxnet.ndarray import NDArray
 
 from .nn import walk
-from .session import Session, Tracing, as_leaf
+from .session import Session, Tracing, as_leaf, rectified_outside
 
 SOFTMAXES = ('softmax', 'log_softmax', 'SoftmaxActivation')
 LAYER_INPUT = 'gluoncam_layer'
@@ -443,10 +443,7 @@ class Pieces:
 
 def _leaf_of(head: NDArray, rule: Optional[str], upper: Optional[float]) -> NDArray:
     """A cut's leaf, as ``Session`` makes it: ``head`` rectified outside the recording for ``'relu output'``."""
-    if rule != 'relu output':
-        return head.detach()
-    with autograd.pause():
-        return nd.Activation(head, act_type='relu') if upper is None else nd.clip(head, 0, upper)
+    return rectified_outside(head, upper) if rule == 'relu output' else head.detach()
 
 
 class _Piece:

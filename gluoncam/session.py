@@ -85,6 +85,12 @@ def by_name(block, hybrid_forward: Callable) -> Callable:
     return hybrid_forward
 
 
+def rectified_outside(x: NDArray, upper: Optional[float] = None) -> NDArray:
+    """``relu(x)`` (clipped at ``upper``) computed outside the recording: the leaf of a cut at a ReLU's output."""
+    with autograd.pause():
+        return nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
+
+
 def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None) -> NDArray:
     """Gradient at the input of ``min(max(x, 0), upper)`` (a ReLU, or ReLU6 with ``upper=6``) from the gradient
     at its output, by backward mode. With ``active = [0 < x < upper]``:
@@ -276,9 +282,7 @@ class Session(_ThreadActive):
         if self.relu_cuts == 'input':
             leaf = self._cut(_Cut(x, x.detach(), self._current_block(), rule='relu input'))
             return self._rectify(leaf, upper)
-        with autograd.pause():
-            y = nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
-        return self._cut(_Cut(x, y, self._current_block(), rule='relu output', upper=upper))
+        return self._cut(_Cut(x, rectified_outside(x, upper), self._current_block(), rule='relu output', upper=upper))
 
     def _rectify(self, x: NDArray, upper: Optional[float] = None) -> NDArray:
         """``relu(x)``, or ``min(upper, relu(x))``, with the gradient of the normal mode: ``[0 < x < upper]``."""
