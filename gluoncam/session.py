@@ -91,20 +91,24 @@ def rectified_outside(x: NDArray, upper: Optional[float] = None) -> NDArray:
         return nd.Activation(x, act_type='relu') if upper is None else nd.clip(x, 0, upper)
 
 
-def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None) -> NDArray:
+def relu_backward(mode: str, grad: NDArray, x: NDArray, upper: Optional[float] = None,
+                  overwrite: bool = False) -> NDArray:
     """Gradient at the input of ``min(max(x, 0), upper)`` (a ReLU, or ReLU6 with ``upper=6``) from the gradient
     at its output, by backward mode. With ``active = [0 < x < upper]``:
 
     normal: ``g * active``; guided (Springenberg et al.): ``max(g, 0) * active``;
     deconv (Zeiler & Fergus, "rectified"): ``max(g, 0)``.
+
+    With ``overwrite``, ``max(g, 0)`` is written over ``grad``.
     """
+    out = grad if overwrite else None
     if mode == 'deconv':
-        return nd.relu(grad)
+        return nd.relu(grad, out=out)
     active = (x > 0) if upper is None else (x > 0) * (x < upper)
     if mode == 'normal':
         return grad * active
     if mode == 'guided':
-        return nd.relu(grad) * active
+        return nd.relu(grad, out=out) * active
     raise ValueError(f"unknown backward mode {mode!r}; valid modes: {', '.join(MODES)}")
 
 
@@ -118,12 +122,14 @@ class _Cut:
                  upper: Optional[float] = None):
         self.head, self.leaf, self.block, self.rule, self.upper = head, leaf, block, rule, upper
 
-    def gradient_at_head(self, mode: str, total: NDArray) -> NDArray:
-        """The gradient at ``head`` under ``mode`` from the total gradient at ``leaf``."""
+    def gradient_at_head(self, mode: str, total: NDArray, overwrite: bool = False) -> NDArray:
+        """The gradient at ``head`` under ``mode`` from the total gradient at ``leaf``; ``overwrite``: ``total``
+        may be overwritten."""
         if self.rule == 'relu output':
-            return relu_backward(mode, total, self.head, self.upper)
+            return relu_backward(mode, total, self.head, self.upper, overwrite)
         if self.rule == 'relu input' and mode == 'guided':
-            return nd.Activation(total, act_type='relu')  # relu(g * [0 < x < upper]) = relu(g) * [0 < x < upper]
+            # relu(g * [0 < x < upper]) = relu(g) * [0 < x < upper]
+            return nd.Activation(total, act_type='relu', out=total if overwrite else None)
         if self.rule == 'relu input' and mode == 'deconv':
             raise ValueError("a recording cut at ReLU inputs has no deconv gradient; record with relu_cuts 'output'")
         return total
@@ -244,6 +250,7 @@ class Session(_ThreadActive):
         self._block_stack: list = []
         self._totals: Dict[int, NDArray] = {}
         self._borrowed: set = set()  # totals that are still their leaf's gradient buffer
+        self._owned: set = set()  # totals that only this sweep holds: a sum or a rule may write over them
         self._bounds: Dict[tuple, NDArray] = {}  # ReLU6's upper bound, by context, type and value
         self.shared_outputs = shared_outputs
         self._outputs: list = []  # (block, recorded output) while looking for shared outputs
@@ -371,7 +378,7 @@ class Session(_ThreadActive):
         A cut's leaf has its full gradient once every later cut has been swept (later cuts hold everything
         computed from it), so the cuts are swept in reverse order of creation.
         """
-        self._totals, self._borrowed = {}, set()
+        self._totals, self._borrowed, self._owned = {}, set(), set()
         kept = {id(self.input)} | {id(cut.leaf) for cut in self.captures.values()}
         self._sweep(head, head_grad, len(self.cuts))
         for made, cut in reversed(list(enumerate(self.cuts))):
@@ -380,7 +387,7 @@ class Session(_ThreadActive):
             total = self._totals.get(key) if key in kept else self._totals.pop(key, None)
             if total is None:
                 continue  # nothing downstream used it: its gradient is zero
-            grad = cut.gradient_at_head(mode, total)
+            grad = cut.gradient_at_head(mode, total, overwrite=key in self._owned and key not in kept)
             if self.is_leaf(cut.head):  # e.g. a captured block returned a leaf (its ReLU's output) as it is
                 self._add(cut.head, grad)
             else:
@@ -416,8 +423,12 @@ class Session(_ThreadActive):
             self._totals[key] = grad
             if borrowed:
                 self._borrowed.add(key)
-        else:  # never in place: a total may be another cut's gradient
+                self._owned.add(key)
+        elif key in self._owned:  # a sum made here, or the leaf's buffer (copied before a backward writes it again)
+            total += grad
+        else:  # another cut's gradient: never written over
             self._totals[key] = total + grad
+            self._owned.add(key)
 
     def gradient(self, leaf: NDArray) -> NDArray:
         """The last sweep's gradient at ``leaf`` (the input or a capture's leaf); zeros where it did not reach."""

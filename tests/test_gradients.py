@@ -183,6 +183,45 @@ def test_a_value_two_pieces_read_is_cut_and_back_propagated_once(seed, modes):
             np.testing.assert_array_equal(results[0][mode].asnumpy(), result[mode].asnumpy())
 
 
+def hand_layer_rules(net, x, cls):
+    """relu_net's gradients at Dense(3)'s output z2 (the ReLU's input) and at the ReLU's output, by mode."""
+    w1, b1 = net[0].weight.data().asnumpy(), net[0].bias.data().asnumpy()
+    w2, b2 = net[1].weight.data().asnumpy(), net[1].bias.data().asnumpy()
+    z2 = w2 @ np.maximum(w1 @ x + b1, 0) + b2
+    at_output = net[3].weight.data().asnumpy()[cls]
+    return {mode: {'1': rule(at_output, z2), '2': at_output} for mode, rule in RULES.items()}
+
+
+def hand_skip_input_rules(net, x, cls):
+    """skip_net's gradient at the skip's input (Dense 1's output, read by the skip's body and by its sum)."""
+    (w1, b1), (w2, b2), (w3, b3) = [(dense.weight.data().asnumpy(), dense.bias.data().asnumpy())
+                                    for dense in (net[0], net[1], net[2].dense)]
+    z3 = w3 @ (w2 @ np.maximum(w1 @ x + b1, 0) + b2) + b3
+    g = net[3].weight.data().asnumpy()[cls]
+    return {mode: {'1': w3.T @ rule(g, z3) + g} for mode, rule in RULES.items()}
+
+
+@pytest.mark.parametrize('make, layers, hand', [(relu_net, ['1', '2'], hand_layer_rules),
+                                                (skip_net, ['1'], hand_skip_input_rules)], ids=['relu', 'skip'])
+@pytest.mark.parametrize('modes', [('normal', 'guided'), ('guided', 'normal', 'deconv')])
+def test_captured_layers_gradients_match_hand_computed_rules(make, layers, hand, modes):
+    """The gradients returned at captured layers (a ReLU's input, a ReLU's output, a value two pieces read) stay
+    what the rules give, in every mode, while the sweeps write over the totals they no longer need."""
+    mx.random.seed(3)
+    net = make()
+    x = np.random.RandomState(3).randn(3, 3).astype(np.float32)
+    explainer = gluoncam.Explainer(net)
+    for call in range(3):  # imperative, imperative and compiled pieces (checked), compiled pieces
+        result = explainer.backprop(x, [0, 1, 0], layers=layers, modes=modes)
+        for i in range(3):
+            expected = hand(net, x[i], [0, 1, 0][i])
+            for mode in modes:
+                for layer in layers:
+                    np.testing.assert_allclose(result.gradients[mode][layer].asnumpy()[i], expected[mode][layer],
+                                               rtol=1e-5, atol=1e-6, err_msg=f'call {call}, {mode}, layer {layer}')
+    assert [type(entry) for entry in _Recordings._by_net[net].values()] == [compiled.Pieces]
+
+
 def test_normal_mode_equals_plain_autograd_with_inference_layers(net, x):
     """Plain autograd with Dropout removed and BatchNorm on global statistics computes the same function."""
     result = gluoncam.Explainer(net).backprop(x, [4, 1])
