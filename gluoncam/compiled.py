@@ -93,6 +93,18 @@ def agrees(compiled_scores: NDArray, scores: NDArray) -> bool:
     return got.shape == expected.shape and bool(np.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale))
 
 
+def gradients_agree(compiled_grad: NDArray, grad: NDArray) -> bool:
+    """Whether a compiled graph's gradient is the imperative pass's, but for the ReLU and max-pooling decisions
+    that float32 rounding may flip: a pre-activation within rounding of zero, or a pooling window's two largest
+    values within rounding of each other, goes the other way when two kernels sum in another order, and the
+    gradient jumps there (on VGG-16 with random weights, by up to 0.4 % of the gradient's norm). A graph computing
+    anything else, such as max pooling back-propagated in predict mode, is off by the norm itself."""
+    if agrees(compiled_grad, grad):
+        return True
+    expected, got = grad.asnumpy().astype(np.float64), compiled_grad.asnumpy().astype(np.float64)
+    return got.shape == expected.shape and np.linalg.norm(got - expected) <= 1e-2 * np.linalg.norm(expected)
+
+
 def _trace(net: Block, score: str, layer: Optional[Block] = None):
     """(input variable, scored output symbol), with ``layer``'s output replaced by the variable LAYER_INPUT;
     None where the network is not made of HybridBlocks or its output is not one array."""

@@ -5,6 +5,7 @@ import weakref
 from collections import OrderedDict
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+import numpy as np
 from mxnet import autograd
 from mxnet.base import MXNetError
 from mxnet.gluon import Block, HybridBlock, SymbolBlock
@@ -58,8 +59,8 @@ class Explainer:
     Calls with the same layers, score and kind of cuts run compiled graphs of the network instead (traced from
     its HybridBlocks): one graph for normal-mode calls (:func:`gluoncam.compiled.recording`), one per piece
     between cuts for guided and deconv ones (:func:`gluoncam.compiled.pieces`). They are built at the second
-    such call, which also runs imperatively and keeps them only if both give the same output, activations and
-    gradients.
+    such call (the first with ``repeated``), which also runs imperatively on its first image and keeps them only if
+    both give the same output, activations and gradients there (on the whole batch where the target is a function).
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
@@ -69,9 +70,12 @@ class Explainer:
     ----------
     net : Block
         The network; its output is N x classes, or anything a target function can score.
+    repeated : bool
+        The caller will make several calls of the same kind (the batches of a method's samples): the compiled
+        graphs are built at the first call, which a one-off call would not repay.
     """
 
-    def __init__(self, net: Block):
+    def __init__(self, net: Block, repeated: bool = False):
         if not isinstance(net, Block):
             raise TypeError(f"expected a Gluon Block, got {type(net).__name__}")
         for block in walk(net):
@@ -81,6 +85,7 @@ class Explainer:
                                 f"and Dropout; build the network from its Python definition and load the "
                                 f"parameters into it")
         self.net = net
+        self.repeated = repeated
 
     def __enter__(self) -> 'Explainer':
         _Preparation.acquire(self.net)
@@ -141,24 +146,27 @@ class Explainer:
                        score: str, replacements: Dict[int, Callable]) -> List[Backprop]:
         with self:
             key = (tuple(blocks.values()), score, relu_cuts_for(modes))
-            recording = None if replacements else _Recordings.get(self.net, key)
+            recording = None if replacements else _Recordings.get(self.net, key, self.repeated)
             if recording is None:
                 return self._recorded(x, targets, blocks, modes, score, replacements)
             # the imperative check first: its recording is freed before the graph allocates its memory
-            expected = None if recording.checked else self._recorded(x, targets, blocks, modes, score)
+            checked_x, checked_targets = _checked_rows(x, targets)
+            whole = checked_x is x
+            expected = None if recording.checked else \
+                self._recorded(checked_x, checked_targets, blocks, modes, score)
             try:
                 if isinstance(recording, compiled.Pieces):
                     results = self._pieces_backprop(recording, x, targets, blocks, modes)
                 else:
                     results = _compiled_backprop(recording, x, targets, list(blocks))
             except MXNetError:  # a graph MXNet cannot run for this input: the imperative recording can
+                results = None
+            if results is None or expected is not None and \
+                    not all(_same(got, want, modes, whole) for got, want in zip(results, expected)):
                 _Recordings.reject(self.net, key)
-                return expected or self._recorded(x, targets, blocks, modes, score)
-            if expected is not None:
-                if not all(_same(got, want, modes) for got, want in zip(results, expected)):
-                    _Recordings.reject(self.net, key)
-                    return expected
-                recording.checked = True
+                return expected if expected is not None and whole else \
+                    self._recorded(x, targets, blocks, modes, score)
+            recording.checked = True
         return results
 
     def _recorded(self, x: NDArray, targets: Sequence[Target], blocks: Dict[str, Block], modes: Tuple[str, ...],
@@ -257,8 +265,8 @@ class _Recordings:
     normal-mode calls, :class:`compiled.Pieces` for calls cut at ReLUs (guided, deconv).
 
     A one-off call is faster imperatively (tracing and planning a graph cost about one pass), so a recording is
-    built at the second call with the same key; that call also runs imperatively, and the recording is used from
-    then on if both agreed. Pieces are cut where the network's first recording cut that way found shared outputs.
+    built at the second call with the same key (the first of a ``repeated`` explainer); that call also records its
+    first image imperatively, and the recording is used from then on if both agreed. Pieces are cut where the network's first recording cut that way found shared outputs.
     The latest few recordings of a network are kept (each holds the memory of its graphs). Used only by
     :meth:`Explainer.backprop_each`, under ``gluoncam.threads.lock``.
     """
@@ -267,13 +275,14 @@ class _Recordings:
     SEEN, NEVER = 'seen once', 'not compiled'
 
     @classmethod
-    def get(cls, net: Block, key: tuple):
-        """The checked or unchecked compiled recording for ``key`` (layers, score, relu_cuts), or None."""
+    def get(cls, net: Block, key: tuple, at_once: bool = False):
+        """The checked or unchecked compiled recording for ``key`` (layers, score, relu_cuts), or None; built at
+        the first call with ``key`` where ``at_once``, else at the second."""
         entries = cls._by_net.setdefault(net, OrderedDict())
         entry = entries.get(cls._ids(key))
-        if entry is None:
+        if entry is None and not at_once:
             entries[cls._ids(key)] = cls.SEEN
-        elif entry is cls.SEEN:
+        elif entry is None or entry is cls.SEEN:
             entry = _built(net, *key)
             entries[cls._ids(key)] = cls.SEEN if entry is cls.SEEN else entry or cls.NEVER
         entries.move_to_end(cls._ids(key))
@@ -334,13 +343,33 @@ def _raise_if_too_small(net: Block, x: NDArray, error: Exception) -> None:
         raise explained from None
 
 
-def _same(got: Backprop, expected: Backprop, modes: Tuple[str, ...]) -> bool:
-    pairs = [(got.output, expected.output)] + [(got.activations[name], value)
-                                               for name, value in expected.activations.items()]
+def _checked_rows(x: NDArray, targets: Sequence[Target]) -> Tuple[NDArray, Sequence[Target]]:
+    """The batch's first image and its targets, on which a compiled recording is checked (samples do not interact
+    in an explanation); the whole batch where a target is a function or does not give one class per image."""
+    n = x.shape[0]
+    if n == 1:
+        return x, targets
+    firsts = []
+    for target in targets:
+        if callable(target):
+            return x, targets
+        values = None if target is None else target.asnumpy() if isinstance(target, NDArray) else np.asarray(target)
+        if values is not None and values.ndim and values.shape != (n,):
+            return x, targets
+        firsts.append(target if values is None or not values.ndim else values[:1])
+    return x[:1], firsts
+
+
+def _same(got: Backprop, expected: Backprop, modes: Tuple[str, ...], whole: bool) -> bool:
+    """Whether ``got`` agrees with ``expected``, computed for the whole batch or for its first image."""
+    values = [(got.output, expected.output)] + [(got.activations[name], value)
+                                                for name, value in expected.activations.items()]
+    grads = []
     for mode in modes:
-        pairs.append((got.input_gradients[mode], expected.input_gradients[mode]))
-        pairs += [(got.gradients[mode][name], value) for name, value in expected.gradients[mode].items()]
-    return all(compiled.agrees(a, b) for a, b in pairs)
+        grads.append((got.input_gradients[mode], expected.input_gradients[mode]))
+        grads += [(got.gradients[mode][name], value) for name, value in expected.gradients[mode].items()]
+    return all(compiled.agrees(a if whole else a[:1], b) for a, b in values) and \
+        all(compiled.gradients_agree(a if whole else a[:1], b) for a, b in grads)
 
 
 def _scored(session: Session, output, score: str):

@@ -210,7 +210,7 @@ def _row_targets(net, x: NDArray, target: Target, repeats: int):
 
 def _batched_gradients(net, rows: NDArray, targets, mode: str, batch_size: int, score: str) -> NDArray:
     out = []
-    with Explainer(net) as explainer:
+    with Explainer(net, repeated=rows.shape[0] > batch_size) as explainer:
         for start in range(0, rows.shape[0], batch_size):
             chunk = slice(start, min(start + batch_size, rows.shape[0]))
             chunk_target = targets if callable(targets) else targets[chunk]

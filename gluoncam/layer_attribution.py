@@ -105,7 +105,7 @@ def layer_conductance(net, x, layer: LayerRef, target: Target = None, baseline=N
     x, baseline = _with_baseline(net, x, baseline)
     n, name, points = x.shape[0], display_name(layer), steps + 1
     alphas = nd.array(CONDUCTANCE_RULES[rule](points), ctx=x.context, dtype=x.dtype)
-    with Explainer(net) as explainer:
+    with Explainer(net, repeated=n * points > batch_size) as explainer:
         _, targets, gap = _clean_passes(explainer, x, baseline, layer, target, score)
         values, grads = [], []
         for rows in _chunks(n * points, batch_size):

@@ -413,3 +413,78 @@ def test_a_graph_mxnet_cannot_run_falls_back_to_the_imperative_recording(monkeyp
         got = gluoncam.Explainer(net).backprop_each(x, [None], ['4'], modes)
         assert_same_backprops(got, expected, rtol=1e-6, modes=modes)
     assert recordings_of(net) == [explainer_module._Recordings.NEVER]
+
+
+def spied_checks():
+    """A spy on the imperative recordings: ``spy.call_args_list`` holds each one's (explainer, x, targets, ...)."""
+    return mock.patch.object(explainer_module.Explainer, '_recorded', autospec=True,
+                             side_effect=explainer_module.Explainer._recorded)
+
+
+@pytest.mark.parametrize('modes', RECORDED_MODES)
+def test_a_compiled_recording_is_checked_on_the_first_image_of_the_batch(modes):
+    """Samples do not interact, so the second call checks its graph against an imperative recording of its first
+    image only, with that image's target; a target function is checked on the whole batch."""
+    net, x = small_net(), batch(3)
+    per_image = np.array([2, 0, 1])
+    with no_compiled_recordings():
+        expected = gluoncam.Explainer(net).backprop_each(x, [per_image, None], ['4'], modes)
+    explainer = gluoncam.Explainer(net)
+    with spied_checks() as spy:
+        for _ in range(3):
+            got = explainer.backprop_each(x, [per_image, None], ['4'], modes)
+    (_, first_x, *_), (_, checked_x, checked_targets, *_) = [c.args for c in spy.call_args_list]
+    assert first_x.shape[0] == 3 and checked_x.shape[0] == 1
+    assert [list(np.ravel(t)) if t is not None else None for t in checked_targets] == [[2], None]
+    assert recordings_of(net)[0].checked
+    assert_same_backprops(got, expected, modes=modes)
+
+    scored, explainer = [lambda out: out[:, 0] - out[:, 1]], gluoncam.Explainer(small_net())
+    with spied_checks() as spy:
+        for _ in range(2):
+            explainer.backprop_each(x, scored, ['4'], modes)
+    assert [c.args[1].shape[0] for c in spy.call_args_list] == [3, 3]
+
+
+def test_a_repeated_explainer_compiles_at_its_first_call():
+    net, x = small_net(), batch(2)
+    with calls_answered_compiled() as spy:
+        gluoncam.Explainer(net, repeated=True).backprop(x, layers=['4'])
+    recording, = recordings_of(net)
+    assert spy.call_count == 1 and recording.checked
+
+
+def test_integrated_gradients_run_compiled_from_their_first_batch():
+    net, x = small_net(), batch(1)
+    with spied_checks() as spy, calls_answered_compiled() as compiled_calls:
+        gluoncam.gradients.integrated_gradients(net, x, steps=8, batch_size=3)
+    assert [c.args[1].shape[0] for c in spy.call_args_list] == [1]  # the check, on one path point
+    assert compiled_calls.call_count == 3
+
+
+def test_compiled_gradients_may_differ_where_float_rounding_flips_a_decision():
+    rng = np.random.RandomState(0)
+    grad = rng.randn(2, 3, 32, 32).astype(np.float32)
+    flipped = grad.copy()
+    flipped[0, 1, 5, 7] += 0.3  # a ReLU within rounding of zero that opened in one kernel and not the other
+    assert not compiled.agrees(nd.array(flipped), nd.array(grad))
+    assert compiled.gradients_agree(nd.array(flipped), nd.array(grad))
+    assert not compiled.gradients_agree(nd.array(grad * 0.9), nd.array(grad))
+    assert not compiled.gradients_agree(nd.array(rng.randn(*grad.shape)), nd.array(grad))
+    assert not compiled.gradients_agree(nd.array(grad[:1]), nd.array(grad))
+
+
+def test_vgg16_keeps_its_compiled_recording_where_kernels_flip_decisions():
+    """VGG-16 with random weights on a random image: the compiled graph's forward pass differs from the imperative
+    one by float rounding, which flips a few ReLU decisions, and the gradients by about 0.2 % of their norm."""
+    mx.random.seed(0)
+    net = gluoncam.models.get_model('vgg16', pretrained=False)
+    net.initialize(mx.init.Xavier())
+    x = nd.array(np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32))
+    explainer = gluoncam.Explainer(net)
+    with calls_answered_compiled() as spy:
+        results = [explainer.backprop(x, layers=['features.28']) for _ in range(3)]
+    recording, = recordings_of(net)
+    assert spy.call_count == 2 and recording.checked
+    for result in results[1:]:
+        assert compiled.gradients_agree(result.input_gradients['normal'], results[0].input_gradients['normal'])
