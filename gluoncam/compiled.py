@@ -15,6 +15,7 @@ it is used.
 """
 import json
 import warnings
+import weakref
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 import mxnet as mx
@@ -91,18 +92,6 @@ def agrees(compiled_scores: NDArray, scores: NDArray) -> bool:
     expected, got = scores.asnumpy().astype(np.float64), compiled_scores.asnumpy().astype(np.float64)
     scale = max(float(np.abs(expected).max()), 1e-12)
     return got.shape == expected.shape and bool(np.allclose(got, expected, rtol=1e-4, atol=1e-5 * scale))
-
-
-def gradients_agree(compiled_grad: NDArray, grad: NDArray) -> bool:
-    """Whether a compiled graph's gradient is the imperative pass's, but for the ReLU and max-pooling decisions
-    that float32 rounding may flip: a pre-activation within rounding of zero, or a pooling window's two largest
-    values within rounding of each other, goes the other way when two kernels sum in another order, and the
-    gradient jumps there (on VGG-16 with random weights, by up to 0.4 % of the gradient's norm). A graph computing
-    anything else, such as max pooling back-propagated in predict mode, is off by the norm itself."""
-    if agrees(compiled_grad, grad):
-        return True
-    expected, got = grad.asnumpy().astype(np.float64), compiled_grad.asnumpy().astype(np.float64)
-    return got.shape == expected.shape and np.linalg.norm(got - expected) <= 1e-2 * np.linalg.norm(expected)
 
 
 def _trace(net: Block, score: str, layer: Optional[Block] = None):
@@ -314,6 +303,21 @@ def _train_mode(*graphs: mx.sym.Symbol) -> Optional[bool]:
     if any(node['op'] in NEVER_COMPILED or train_mode and _changes_in_train_mode(node) for node in nodes):
         return None
     return train_mode
+
+
+_train_modes: 'weakref.WeakKeyDictionary[Block, bool]' = weakref.WeakKeyDictionary()
+
+
+def runs_in_train_mode(net: Block) -> bool:
+    """Whether the network's compiled recordings run in train mode (it has max pooling, see :func:`_train_mode`);
+    False where it has none. Its imperative recordings run their ops in the same mode (``session.RoutedF``), so
+    that both give the same values. Traced once per network."""
+    if net not in _train_modes:
+        output = None
+        if all(isinstance(block, HybridBlock) for block in walk(net)):
+            output, _ = _traced_output(net, mx.sym.var('data'), Tracing({}, _RecordingF()))
+        _train_modes[net] = output is not None and bool(_train_mode(output))
+    return _train_modes[net]
 
 
 def _mode(train_mode: bool):

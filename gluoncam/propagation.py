@@ -19,6 +19,7 @@ from mxnet import autograd, nd
 from mxnet.gluon import Block
 from mxnet.ndarray import NDArray
 
+from . import compiled
 from .explainer import Explainer, SCORES, _check_escapes, _scored
 from .gradients import _batched_gradients, _row_targets
 from .inputs import Target, as_batch, classes_for, score_head
@@ -237,6 +238,7 @@ def _deeplift_rows(net: Block, x: NDArray, baseline: NDArray, target: Target,
     """DeepLIFT's multipliers at the input rows, and ``S(x) - S(x0)`` per row, from one recording of 2N rows."""
     n = x.shape[0]
     with Explainer(net), _DeepLiftSession(n) as session:
+        session.ops_in_train_mode = compiled.runs_in_train_mode(net)  # as Explainer's recordings
         with autograd.record(train_mode=False):
             output = net(session.make_input(nd.concat(x, baseline, dim=0)))
             scored = _scored(session, output, score)
@@ -549,6 +551,7 @@ def lrp(net: Block, x, target: Target = None, rules: Optional[Dict[object, RuleS
     x = as_batch(net, x)
     by_kind, by_block = _parse_rules(net, rules)
     with Explainer(net), _LRPSession(by_kind, by_block) as session:
+        session.ops_in_train_mode = compiled.runs_in_train_mode(net)  # as Explainer's recordings
         with autograd.record(train_mode=False):
             output = net(session.make_input(x))
             if score == 'output' and session.logits_of(output) is not None:
@@ -622,10 +625,10 @@ class _LRPF(RoutedF):
     with the op's other arguments unchanged."""
 
     def Convolution(self, data, weight, bias=None, *args, **kwargs):  # noqa: N802 (MXNet's op names)
-        return self._weighted('conv', nd.Convolution, data, weight, bias, args, kwargs)
+        return self._weighted('conv', self.__getattr__('Convolution'), data, weight, bias, args, kwargs)
 
     def FullyConnected(self, data, weight, bias=None, *args, **kwargs):  # noqa: N802
-        return self._weighted('dense', nd.FullyConnected, data, weight, bias, args, kwargs)
+        return self._weighted('dense', self.__getattr__('FullyConnected'), data, weight, bias, args, kwargs)
 
     def _weighted(self, kind, op, data, weight, bias, args, kwargs):
         kwargs.pop('no_bias', None)

@@ -18,6 +18,7 @@ block, read by the block's body and by its sum) would be back-propagated twice, 
 the previous cut. Recordings cut at ReLUs therefore also cut the outputs of such *shared* blocks, found once per
 network from the recorded graph (:meth:`Session.shared_blocks`).
 """
+import functools
 import json
 import threading
 import weakref
@@ -168,13 +169,21 @@ class _RoutedContrib:
         return getattr(nd.contrib, name)
 
 
+def _in_train_mode(op: Callable, *args, **kwargs):
+    with autograd.train_mode():
+        return op(*args, **kwargs)
+
+
 class RoutedF:
     """``mxnet.ndarray`` as seen by a block during an explanation.
 
     The forward pass is recorded in predict mode, so the network's own code sees ``autograd.is_training()`` False
     and runs its inference path. ReLUs (``relu``, ``Activation('relu')``, and ``clip(x, 0, upper)`` such as ReLU6)
     become cuts; BatchNorm normalises with its running statistics (which it leaves untouched); pooling alone runs
-    in train mode, the mode in which MKLDNN's max pooling keeps what its backward pass needs.
+    in train mode, the mode in which MKLDNN's max pooling keeps what its backward pass needs. Where the session's
+    ``ops_in_train_mode`` says so (the network's compiled graphs run in train mode), every op but Dropout runs in
+    train mode too, so that both compute the same values: MKLDNN picks other convolution kernels in train mode,
+    whose rounding can flip a ReLU decision and with it the gradient.
     """
 
     def __init__(self, session: 'Session'):
@@ -185,7 +194,10 @@ class RoutedF:
     contrib = _RoutedContrib()
 
     def __getattr__(self, name):
-        return getattr(nd, name)
+        op = getattr(nd, name)
+        if name == 'Dropout' or not callable(op) or not self._session().ops_in_train_mode:
+            return op
+        return functools.partial(_in_train_mode, op)
 
     def relu(self, data, *args, **kwargs):
         return self._session().relu(data)
@@ -211,7 +223,7 @@ class RoutedF:
 
     def BatchNorm(self, *args, **kwargs):  # noqa: N802
         kwargs['use_global_stats'] = True
-        return nd.BatchNorm(*args, **kwargs)
+        return self.__getattr__('BatchNorm')(*args, **kwargs)
 
     def Pooling(self, data, *args, **kwargs):  # noqa: N802
         # The pip build's MKLDNN max pooling, run in predict mode, keeps no argmax workspace and back-propagates
@@ -256,6 +268,7 @@ class Session(_ThreadActive):
         self._outputs: list = []  # (block, recorded output) while looking for shared outputs
         self._leaf_ids: set = set()
         self.train_mode = False  # whether the sweeps back-propagate in train mode (see _sweep)
+        self.ops_in_train_mode = False  # whether the routed ops run in train mode (see RoutedF)
 
     # ----- forward: called from blocks while recording
     def make_input(self, x: NDArray) -> NDArray:

@@ -462,21 +462,10 @@ def test_integrated_gradients_run_compiled_from_their_first_batch():
     assert compiled_calls.call_count == 3
 
 
-def test_compiled_gradients_may_differ_where_float_rounding_flips_a_decision():
-    rng = np.random.RandomState(0)
-    grad = rng.randn(2, 3, 32, 32).astype(np.float32)
-    flipped = grad.copy()
-    flipped[0, 1, 5, 7] += 0.3  # a ReLU within rounding of zero that opened in one kernel and not the other
-    assert not compiled.agrees(nd.array(flipped), nd.array(grad))
-    assert compiled.gradients_agree(nd.array(flipped), nd.array(grad))
-    assert not compiled.gradients_agree(nd.array(grad * 0.9), nd.array(grad))
-    assert not compiled.gradients_agree(nd.array(rng.randn(*grad.shape)), nd.array(grad))
-    assert not compiled.gradients_agree(nd.array(grad[:1]), nd.array(grad))
-
-
-def test_vgg16_keeps_its_compiled_recording_where_kernels_flip_decisions():
-    """VGG-16 with random weights on a random image: the compiled graph's forward pass differs from the imperative
-    one by float rounding, which flips a few ReLU decisions, and the gradients by about 0.2 % of their norm."""
+def test_vgg16_runs_its_imperative_and_compiled_recordings_in_one_mode_and_gets_the_same_gradients():
+    """VGG-16's graph runs in train mode (max pooling), where MKLDNN picks other convolution kernels; their rounding
+    would flip a few ReLU decisions (moving the gradient by up to 3 % of its maximum on this random image) and the
+    compiled graph would be refused. The imperative recording runs its ops in that mode too: the same bits."""
     mx.random.seed(0)
     net = gluoncam.models.get_model('vgg16', pretrained=False)
     net.initialize(mx.init.Xavier())
@@ -485,6 +474,10 @@ def test_vgg16_keeps_its_compiled_recording_where_kernels_flip_decisions():
     with calls_answered_compiled() as spy:
         results = [explainer.backprop(x, layers=['features.28']) for _ in range(3)]
     recording, = recordings_of(net)
-    assert spy.call_count == 2 and recording.checked
+    assert spy.call_count == 2 and recording.checked and recording.train_mode
+    assert compiled.runs_in_train_mode(net) and not compiled.runs_in_train_mode(relu6_net())
     for result in results[1:]:
-        assert compiled.gradients_agree(result.input_gradients['normal'], results[0].input_gradients['normal'])
+        np.testing.assert_array_equal(result.input_gradients['normal'].asnumpy(),
+                                      results[0].input_gradients['normal'].asnumpy())
+        np.testing.assert_array_equal(result.gradients['normal']['features.28'].asnumpy(),
+                                      results[0].gradients['normal']['features.28'].asnumpy())
