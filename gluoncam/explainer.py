@@ -61,6 +61,8 @@ class Explainer:
     between cuts for guided and deconv ones (:func:`gluoncam.compiled.pieces`). They are built at the second
     such call (the first with ``repeated``), which also runs imperatively on its first image and keeps them only if
     both give the same output, activations and gradients there (on the whole batch where the target is a function).
+    The imperative recording runs the network's ops in the mode of its graphs (train mode where it has max pooling,
+    Dropout excepted), so that both compute the same values.
 
     Used as a context manager, the network stays prepared (stock blocks intercepted, hybridization paused)
     across calls and is restored on exit; otherwise each call prepares and restores it. Calls from several
@@ -267,7 +269,8 @@ class _Recordings:
 
     A one-off call is faster imperatively (tracing and planning a graph cost about one pass), so a recording is
     built at the second call with the same key (the first of a ``repeated`` explainer); that call also records its
-    first image imperatively, and the recording is used from then on if both agreed. Pieces are cut where the network's first recording cut that way found shared outputs.
+    first image imperatively, and the recording is used from then on if both agreed. Pieces are cut where the
+    network's first recording cut that way found shared outputs.
     The latest few recordings of a network are kept (each holds the memory of its graphs). Used only by
     :meth:`Explainer.backprop_each`, under ``gluoncam.threads.lock``.
     """

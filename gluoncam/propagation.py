@@ -625,10 +625,10 @@ class _LRPF(RoutedF):
     with the op's other arguments unchanged."""
 
     def Convolution(self, data, weight, bias=None, *args, **kwargs):  # noqa: N802 (MXNet's op names)
-        return self._weighted('conv', self.__getattr__('Convolution'), data, weight, bias, args, kwargs)
+        return self._weighted('conv', self.routed_op('Convolution'), data, weight, bias, args, kwargs)
 
     def FullyConnected(self, data, weight, bias=None, *args, **kwargs):  # noqa: N802
-        return self._weighted('dense', self.__getattr__('FullyConnected'), data, weight, bias, args, kwargs)
+        return self._weighted('dense', self.routed_op('FullyConnected'), data, weight, bias, args, kwargs)
 
     def _weighted(self, kind, op, data, weight, bias, args, kwargs):
         kwargs.pop('no_bias', None)

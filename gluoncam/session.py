@@ -194,6 +194,10 @@ class RoutedF:
     contrib = _RoutedContrib()
 
     def __getattr__(self, name):
+        return self.routed_op(name)
+
+    def routed_op(self, name: str):
+        """``mxnet.ndarray``'s ``name``, run in train mode where the session's ``ops_in_train_mode`` says so."""
         op = getattr(nd, name)
         if name == 'Dropout' or not callable(op) or not self._session().ops_in_train_mode:
             return op
@@ -223,7 +227,7 @@ class RoutedF:
 
     def BatchNorm(self, *args, **kwargs):  # noqa: N802
         kwargs['use_global_stats'] = True
-        return self.__getattr__('BatchNorm')(*args, **kwargs)
+        return self.routed_op('BatchNorm')(*args, **kwargs)
 
     def Pooling(self, data, *args, **kwargs):  # noqa: N802
         # The pip build's MKLDNN max pooling, run in predict mode, keeps no argmax workspace and back-propagates
